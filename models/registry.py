@@ -1,0 +1,56 @@
+"""Model registry: ``@register_model`` on small variant functions, ``create_model(name, **kw)``."""
+from __future__ import annotations
+
+import fnmatch
+from typing import Callable
+
+import torch.nn as nn
+
+__all__ = ["register_model", "create_model", "list_models", "is_model"]
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register a variant function under its own name."""
+    name = fn.__name__
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is registered twice")
+    _REGISTRY[name] = fn
+    return fn
+
+
+def _ensure_families_loaded() -> None:
+    # Importing the families registers their variants.
+    import models.ast  # noqa: F401
+    try:
+        import models.datar  # noqa: F401
+    except ModuleNotFoundError as e:  # DATAR family not written yet
+        if e.name != "models.datar":
+            raise
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style pattern, sorted."""
+    _ensure_families_loaded()
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def is_model(name: str) -> bool:
+    _ensure_families_loaded()
+    return name in _REGISTRY
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model variant; keyword arguments override the variant's defaults.
+
+    The returned model remembers ``name`` and the keyword arguments (``model.model_name``,
+    ``model.model_kwargs``) so that :func:`models.save` can write them into the config.
+    """
+    _ensure_families_loaded()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
+    model = _REGISTRY[name](**kwargs)
+    model.model_name = name
+    model.model_kwargs = dict(kwargs)
+    return model

@@ -1,0 +1,116 @@
+"""Configuration that travels with the weights: the front end and the window/hop settings.
+
+These frozen dataclasses are written into a checkpoint's ``config.json`` and into the ONNX
+metadata (key ``aed_config``), so that a runtime never hard-codes the sample rate, the number of
+mel bins or the normalisation.
+
+Example:
+    >>> fe = FrontEndConfig(num_mel_bins=64)
+    >>> FrontEndConfig.from_dict(fe.to_dict()) == fe
+    True
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = ["FrontEndConfig", "WindowConfig", "AUDIOSET_MEAN", "AUDIOSET_STD"]
+
+# AST's AudioSet statistics (Gong et al., 2021); used only as the default of FrontEndConfig.
+AUDIOSET_MEAN = -4.2677393
+AUDIOSET_STD = 4.5689974
+
+
+def _from_dict(cls, d: dict[str, Any]):
+    known = {f.name for f in fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys {sorted(unknown)}; accepted: {sorted(known)}")
+    return cls(**d)
+
+
+@dataclass(frozen=True)
+class FrontEndConfig:
+    """Kaldi-compatible log-mel filter bank settings (the AST convention).
+
+    Attributes:
+        sample_rate: internal sample rate in Hz.
+        num_mel_bins: number of mel bins (64 or 128, a model property).
+        frame_length_ms: analysis window length.
+        frame_shift_ms: hop between frames.
+        preemphasis: pre-emphasis coefficient.
+        low_freq: lowest mel edge in Hz.
+        high_freq: highest mel edge in Hz; 0 or less means Nyquist plus this value (Kaldi).
+        mean: normalisation mean; features are ``(fbank - mean) / (2 * std)``.
+        std: normalisation standard deviation.
+    """
+
+    sample_rate: int = 16000
+    num_mel_bins: int = 128
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+    preemphasis: float = 0.97
+    low_freq: float = 20.0
+    high_freq: float = 0.0
+    mean: float = AUDIOSET_MEAN
+    std: float = AUDIOSET_STD
+
+    def __post_init__(self) -> None:
+        if self.sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
+        if self.num_mel_bins <= 0:
+            raise ValueError(f"num_mel_bins must be positive, got {self.num_mel_bins}")
+        if self.std <= 0:
+            raise ValueError(f"std must be positive, got {self.std}")
+
+    @property
+    def frame_length(self) -> int:
+        """Window length in samples (400 at 16 kHz)."""
+        return int(round(self.sample_rate * self.frame_length_ms / 1000.0))
+
+    @property
+    def frame_shift(self) -> int:
+        """Hop in samples (160 at 16 kHz)."""
+        return int(round(self.sample_rate * self.frame_shift_ms / 1000.0))
+
+    @property
+    def frames_per_second(self) -> float:
+        return 1000.0 / self.frame_shift_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FrontEndConfig":
+        return _from_dict(cls, d)
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """Sliding-window settings, in seconds at the surface.
+
+    Attributes:
+        window_s: window length; any value from 0.5 s to 10 s.
+        hop_s: time between consecutive windows.
+    """
+
+    window_s: float = 1.0
+    hop_s: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not (0.5 <= self.window_s <= 10.0):
+            raise ValueError(f"window_s must be between 0.5 and 10 seconds, got {self.window_s}")
+        if not (0.0 < self.hop_s <= self.window_s):
+            raise ValueError(f"hop_s must be in (0, window_s={self.window_s}] seconds, got {self.hop_s}")
+
+    def frames(self, frontend: FrontEndConfig) -> tuple[int, int]:
+        """Window and hop converted once to frames: ``(T, hop_frames)``."""
+        fps = frontend.frames_per_second
+        return max(1, int(round(self.window_s * fps))), max(1, int(round(self.hop_s * fps)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "WindowConfig":
+        return _from_dict(cls, d)
