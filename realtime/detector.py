@@ -1,0 +1,264 @@
+"""The streaming detector: audio chunks in, events out; the same object tags whole files.
+
+Example:
+    >>> import numpy as np
+    >>> class Loudness:                      # any object with infer() and labels is an engine
+    ...     labels = ["loud"]
+    ...     def infer(self, x):              # (B, T, F) -> (B, C)
+    ...         return (x.max(axis=(1, 2)) > 0.5).astype(np.float32)[:, None]
+    >>> det = Detector(Loudness(), DetectorConfig(frontend=FrontEndConfig(num_mel_bins=64)))
+    >>> audio = np.zeros(32000, np.float32); audio[16000:24000] = 0.5 * np.sin(np.arange(8000))
+    >>> [(e.kind, e.label) for e in det.process(audio)]
+    [('onset', 'loud'), ('offset', 'loud')]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from realtime.config import FrontEndConfig, WindowConfig
+from realtime.events import Event, EventTracker
+from realtime.frontend import StreamingFbank, normalize
+from realtime.resample import StreamingResampler, check_rate
+from realtime.stats import StageTimer
+from realtime.validate import check_audio
+
+__all__ = ["Detector", "DetectorConfig", "PendingWindow"]
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Everything the detector needs besides the engine; left out, it comes from the model's metadata.
+
+    Attributes:
+        frontend: log-mel settings (from the model).
+        window: window and hop in seconds.
+        threshold: default opening threshold.
+        thresholds: per-class thresholds by label.
+        release_ratio: release threshold as a fraction of the opening one.
+        min_duration_s: shortest event that is reported.
+        merge_gap_s: dips shorter than this do not split an event.
+        input_rate: sample rate of the audio given to ``push``/``process``; resampled to the model's.
+        batch_size: windows per ``infer`` call (a backlog is scored in batches).
+    """
+
+    frontend: FrontEndConfig = field(default_factory=FrontEndConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    threshold: float = 0.5
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    release_ratio: float = 0.75
+    min_duration_s: float = 0.0
+    merge_gap_s: float = 0.0
+    input_rate: int | None = None
+    batch_size: int = 8
+
+    @classmethod
+    def from_model_config(cls, cfg: Mapping[str, Any], **overrides) -> "DetectorConfig":
+        """Build from a model config dict (``config.json`` / ONNX ``aed_config``)."""
+        kw: dict[str, Any] = {}
+        if "frontend" in cfg:
+            kw["frontend"] = FrontEndConfig.from_dict(dict(cfg["frontend"]))
+        if "window" in cfg:
+            kw["window"] = WindowConfig.from_dict(dict(cfg["window"]))
+        th = cfg.get("thresholds") or {}
+        if "default" in th:
+            kw["threshold"] = float(th["default"])
+        if th.get("per_class"):
+            kw["thresholds"] = dict(th["per_class"])
+        for k in ("release_ratio", "min_duration_s", "merge_gap_s"):
+            if k in th:
+                kw[k] = float(th[k])
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**kw)
+
+
+@dataclass
+class PendingWindow:
+    """A window waiting for its scores (used to batch windows across streams)."""
+
+    end_frame: int
+    window: np.ndarray      # (T, F), normalised
+
+
+class Detector:
+    """Streaming audio event detector around an engine.
+
+    Args:
+        engine: anything with ``infer(x: float32 (B, T, F)) -> (B, C)`` and ``labels``; an optional
+            ``config`` dict (the model's metadata) fills in a missing ``config``.
+        config: detector settings; None takes them from ``engine.config``.
+        on_window: optional callback ``(t_end_s, scores (C,))`` for every scored window.
+        on_frames: optional callback ``(frames (n, F) raw log-mel)`` for every batch of new frames.
+    """
+
+    def __init__(self, engine: Any, config: DetectorConfig | None = None,
+                 on_window: Callable[[float, np.ndarray], None] | None = None,
+                 on_frames: Callable[[np.ndarray], None] | None = None):
+        if not callable(getattr(engine, "infer", None)) or not hasattr(engine, "labels"):
+            raise TypeError("engine must have infer(x: float32 (B, T, F)) -> (B, C) and labels")
+        if config is None:
+            config = DetectorConfig.from_model_config(getattr(engine, "config", None) or {})
+        self.engine = engine
+        self.config = config
+        self.labels = list(engine.labels)
+        self.on_window = on_window
+        self.on_frames = on_frames
+        fe = config.frontend
+        self.T, self.hop_frames = config.window.frames(fe)
+        spec = getattr(engine, "spec", None)
+        if spec is not None:
+            if spec.num_mel_bins != fe.num_mel_bins:
+                raise ValueError(f"front end gives {fe.num_mel_bins} mel bins but the engine accepts "
+                                 f"{spec.num_mel_bins}")
+            if not (spec.t_min <= self.T <= spec.t_max):
+                fps = fe.frames_per_second
+                raise ValueError(f"window of {config.window.window_s} s ({self.T} frames) is outside the model's "
+                                 f"range {spec.t_min / fps:.2f}..{spec.t_max / fps:.2f} s")
+        self.input_rate = check_rate(config.input_rate or fe.sample_rate)
+        self.hop_s = self.hop_frames * fe.frame_shift_ms / 1000.0
+        self.window_s = self.T * fe.frame_shift_ms / 1000.0
+        self.timer = StageTimer()
+        self._resampler = StreamingResampler(self.input_rate, fe.sample_rate)
+        self._fbank = StreamingFbank(fe)
+        from realtime.windows import WindowScheduler
+
+        self._windows = WindowScheduler(self.T, self.hop_frames, fe.num_mel_bins)
+        self.tracker = EventTracker(self.labels, threshold=config.threshold, thresholds=config.thresholds,
+                                    release_ratio=config.release_ratio, min_duration_s=config.min_duration_s,
+                                    merge_gap_s=config.merge_gap_s, hop_s=self.hop_s)
+        self.reset()
+
+    # -- state ---------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget all audio state (context, frames, open events, clock); keep the engine."""
+        self._resampler.reset()
+        self._fbank.reset()
+        self._windows.reset()
+        self.tracker.reset()
+        self._time_offset_s = 0.0      # seconds skipped by gaps (dropped input) before the current segment
+        self.samples_in = 0
+        self.windows_scored = 0
+        self.last_scores: np.ndarray | None = None
+
+    def with_config(self, **changes) -> "Detector":
+        """A new detector on the same engine with some settings changed (state starts fresh)."""
+        return Detector(self.engine, replace(self.config, **changes), self.on_window, self.on_frames)
+
+    @property
+    def time_s(self) -> float:
+        """Stream time of the audio pushed so far, in seconds (gaps included)."""
+        return self._time_offset_s + self._fbank.frames_emitted * self.config.frontend.frame_shift_ms / 1000.0
+
+    def _frame_time(self, end_frame: int) -> float:
+        return self._time_offset_s + end_frame * self.config.frontend.frame_shift_ms / 1000.0
+
+    # -- streaming -----------------------------------------------------------------------------
+    def feed(self, chunk: np.ndarray) -> list[PendingWindow]:
+        """Front half of :meth:`push`: chunk -> windows ready for scoring (no inference)."""
+        chunk = check_audio(chunk, self.input_rate, what="chunk")
+        self.samples_in += chunk.shape[0]
+        with self.timer("resample"):
+            x = self._resampler.push(chunk)
+        return self._frames_to_windows(x)
+
+    def _frames_to_windows(self, x: np.ndarray) -> list[PendingWindow]:
+        with self.timer("features"):
+            frames = self._fbank.push(x)
+        if self.on_frames is not None and frames.shape[0]:
+            self.on_frames(frames)
+        with self.timer("windows"):
+            wins = self._windows.push(normalize(frames, self.config.frontend)) if frames.shape[0] else []
+        return [PendingWindow(end, w) for end, w in wins]
+
+    def score(self, windows: list[PendingWindow]) -> np.ndarray:
+        """Run the engine on pending windows in batches: ``(n, C)``."""
+        out = []
+        bs = max(1, int(self.config.batch_size))
+        with self.timer("inference"):
+            for i in range(0, len(windows), bs):
+                batch = np.stack([w.window for w in windows[i:i + bs]])       # (B, T, F)
+                out.append(np.asarray(self.engine.infer(batch), dtype=np.float32))
+        if not out:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        scores = np.concatenate(out)
+        if scores.shape != (len(windows), len(self.labels)):
+            raise ValueError(f"engine returned scores of shape {scores.shape}, expected "
+                             f"({len(windows)}, {len(self.labels)})")
+        return scores
+
+    def accept(self, windows: list[PendingWindow], scores: np.ndarray) -> list[Event]:
+        """Back half of :meth:`push`: scores -> events through the tracker."""
+        events: list[Event] = []
+        with self.timer("post"):
+            for w, s in zip(windows, scores):
+                t_end = self._frame_time(w.end_frame)
+                events += self.tracker.update(t_end - self.hop_s, s, t_offset=t_end - self.window_s / 2)
+                self.last_scores = s
+                self.windows_scored += 1
+                if self.on_window is not None:
+                    self.on_window(t_end, s)
+        return events
+
+    def push(self, chunk: np.ndarray) -> list[Event]:
+        """Add a mono chunk at ``config.input_rate``; return the events it completes."""
+        wins = self.feed(chunk)
+        return self.accept(wins, self.score(wins)) if wins else []
+
+    def gap(self, seconds: float) -> list[Event]:
+        """Account for audio that never arrived (dropped input): close open events, keep the clock right."""
+        if seconds <= 0:
+            return []
+        events = self.tracker.flush(self.time_s)
+        self._time_offset_s = self.time_s + seconds
+        self._resampler.reset()
+        self._fbank.reset()
+        self._windows.reset()
+        return events
+
+    def flush(self) -> list[Event]:
+        """End of stream: drain the resampler and close open events."""
+        events: list[Event] = []
+        if not self._resampler.passthrough:
+            wins = self._frames_to_windows(self._resampler.flush())
+            if wins:
+                events += self.accept(wins, self.score(wins))
+        with self.timer("post"):
+            events += self.tracker.flush(self.time_s)
+        return events
+
+    # -- offline -------------------------------------------------------------------------------
+    def process(self, audio: np.ndarray) -> list[Event]:
+        """Detect events in a whole signal; identical to pushing it in any chunks and flushing."""
+        audio = check_audio(audio, self.input_rate, what="audio")
+        self.reset()
+        events = self.push(audio)
+        events += self.flush()
+        return events
+
+    def clip_scores(self, audio: np.ndarray) -> np.ndarray:
+        """Tag a whole clip: the mean of its window scores, ``(C,)``.
+
+        A clip shorter than one window but at least the model's shortest window is scored as a
+        single window of its own length.
+        """
+        audio = check_audio(audio, self.input_rate, what="audio")
+        rs = StreamingResampler(self.input_rate, self.config.frontend.sample_rate)
+        x = np.concatenate([rs.push(audio), rs.flush()])
+        fb = StreamingFbank(self.config.frontend)
+        feats = normalize(fb.push(x), self.config.frontend)                 # (N, F)
+        n = feats.shape[0]
+        spec = getattr(self.engine, "spec", None)
+        t_min = spec.t_min if spec is not None else 1
+        if n < self.T:
+            if n < t_min:
+                need = t_min * self.config.frontend.frame_shift_ms / 1000.0 + 0.015
+                raise ValueError(f"audio too short to tag: {x.shape[0] / self.config.frontend.sample_rate:.3f} s; "
+                                 f"accepted are clips of at least {need:.2f} s")
+            wins = [PendingWindow(n, feats)]
+        else:
+            from realtime.windows import WindowScheduler
+
+            wins = [PendingWindow(e, w) for e, w in WindowScheduler(self.T, self.hop_frames, feats.shape[1]).push(feats)]
+        return self.score(wins).mean(axis=0)

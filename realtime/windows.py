@@ -1,0 +1,53 @@
+"""Sliding windows of log-mel frames: a ``(T, F)`` window every hop.
+
+Example:
+    >>> import numpy as np
+    >>> ws = WindowScheduler(window_frames=4, hop_frames=2, num_mel_bins=3)
+    >>> [end for end, _ in ws.push(np.zeros((7, 3), np.float32))]
+    [4, 6]
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["WindowScheduler"]
+
+
+class WindowScheduler:
+    """Collect frames and emit ``(end_frame, window)`` pairs, ``window`` of shape ``(T, F)``.
+
+    The first window ends at frame ``T``; each following one ``hop`` frames later. ``end_frame``
+    counts frames since the last reset, so ``end_frame * frame_shift`` is the window's end time.
+    """
+
+    def __init__(self, window_frames: int, hop_frames: int, num_mel_bins: int):
+        if window_frames <= 0 or hop_frames <= 0:
+            raise ValueError(f"window and hop must be positive frame counts, got {window_frames}, {hop_frames}")
+        self.T = int(window_frames)
+        self.hop = int(hop_frames)
+        self.F = int(num_mel_bins)
+        self.reset()
+
+    def reset(self) -> None:
+        self._buf = np.zeros((0, self.F), dtype=np.float32)
+        self._buf_start = 0              # frame index of _buf[0]
+        self._next_end = self.T          # frame index at which the next window ends
+
+    @property
+    def frames_seen(self) -> int:
+        return self._buf_start + self._buf.shape[0]
+
+    def push(self, frames: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        if frames.shape[0]:
+            self._buf = np.concatenate([self._buf, frames]) if self._buf.shape[0] else np.asarray(frames)
+        out: list[tuple[int, np.ndarray]] = []
+        while self._next_end <= self.frames_seen:
+            lo = self._next_end - self.T - self._buf_start
+            out.append((self._next_end, self._buf[lo:lo + self.T].copy()))
+            self._next_end += self.hop
+        # keep only frames a future window can still use
+        keep_from = self._next_end - self.T - self._buf_start
+        if keep_from > 0:
+            self._buf = self._buf[keep_from:]
+            self._buf_start += keep_from
+        return out
