@@ -14,9 +14,11 @@ Differential attention (Ye et al., 2024, "Differential Transformer", arXiv:2410.
 - ``mode='asda'``: ASDA (Wang et al., Interspeech 2025, arXiv:2507.02666) fixes lambda = 0.1 and
   normalises over the whole embedding.
 
-Heads: ``num_heads`` counts softmax maps of width ``d = D / num_heads`` as in multi-head attention;
-differential attention pairs them, so it has ``num_heads // 2`` differential heads whose values are
-``2 d`` wide (the paper's choice: half the heads, same query/key head width, same parameter count).
+Heads: differential attention keeps ``num_heads`` heads, each with two softmax maps whose queries and
+keys are ``d = D / (2 num_heads)`` wide and one value ``2 d = D / num_heads`` wide; the projections
+and the parameter count are those of multi-head attention (plus lambda and the norm), and any head
+count that works for multi-head attention works here (the paper instead halves the head count to
+keep ``d``; pass ``num_heads // 2`` for that).
 
 Example:
     >>> import torch
@@ -130,8 +132,7 @@ class DiffAttention(nn.Module):
 
     Args:
         dim: token width D.
-        num_heads: number of softmax maps of width ``D / num_heads``; must be even (they are paired into
-            ``num_heads // 2`` differential heads).
+        num_heads: number of differential heads; each has two softmax maps of width ``D / (2 num_heads)``.
         depth: 0-based index of the layer, which sets ``lambda_init`` in ``mode='diff'``.
         mode: ``'diff'`` (Differential Transformer) or ``'asda'`` (fixed lambda = 0.1, whole-embedding norm).
         qkv_bias: bias on the query/key/value projection.
@@ -152,12 +153,12 @@ class DiffAttention(nn.Module):
         super().__init__()
         if mode not in ("diff", "asda"):
             raise ValueError(f"unknown differential attention mode {mode!r}; accepted: 'diff', 'asda'")
-        if dim % num_heads != 0 or num_heads % 2 != 0:
-            raise ValueError(f"differential attention needs an even num_heads dividing dim, got dim={dim}, "
+        if dim % (2 * num_heads) != 0:
+            raise ValueError(f"differential attention needs 2 * num_heads dividing dim, got dim={dim}, "
                              f"num_heads={num_heads}")
         self.mode = mode
-        self.num_heads = num_heads // 2  # differential heads
-        self.head_dim = dim // num_heads  # query/key width of one softmax map
+        self.num_heads = num_heads
+        self.head_dim = dim // (2 * num_heads)  # query/key width of one softmax map
         self.scale = self.head_dim ** -0.5
         self.fused_attn = fused_attn
         self.lambda_init = lambda_init_fn(depth)
@@ -225,7 +226,7 @@ def build_attention(kind: str, dim: int, num_heads: int, depth: int = 0, fused_a
     Args:
         kind: attention option.
         dim: token width.
-        num_heads: number of softmax maps (see the module docstring for differential attention).
+        num_heads: number of heads (see the module docstring for differential attention).
         depth: 0-based layer index (sets lambda_init of ``'diff'``).
         fused_attn: use the fused SDPA kernel.
         qkv_bias: bias on the query/key/value projection.
