@@ -1,12 +1,60 @@
-"""The Engine protocol shared by every backend."""
+"""The Engine protocol shared by every backend, and the model-file plumbing they all use.
+
+Nothing here imports torch, onnxruntime or tensorrt: backends live in their own modules and are
+imported only when asked for (see :func:`engines.create_engine`).
+"""
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["InputSpec", "Engine", "EngineBase"]
+__all__ = [
+    "InputSpec", "Engine", "EngineBase", "MissingDependencyError", "ModelFileError", "ModelFiles",
+    "resolve_model_path", "read_config_json", "missing_dependency", "EXTRAS",
+]
+
+log = logging.getLogger(__name__)
+
+#: Which ``pip install 'aed[EXTRA]'`` provides each optional module.
+EXTRAS: dict[str, str] = {
+    "onnxruntime": "the base install (pip install aed) or pip install onnxruntime",
+    "torch": "pip install 'aed[torch]'",
+    "safetensors": "pip install 'aed[torch]'",
+    "onnx": "pip install 'aed[torch]'",
+    "tensorrt": "pip install 'aed[tensorrt]'",
+    "cuda": "pip install 'aed[tensorrt]'",
+}
+
+
+class MissingDependencyError(ImportError):
+    """An optional dependency needed by the requested engine is not installed.
+
+    The message names the extra to install; there is never a silent fallback to another backend.
+    """
+
+
+class ModelFileError(ValueError):
+    """A model file (checkpoint, ONNX, TensorRT plan) is missing, corrupt, foreign or stale."""
+
+
+def missing_dependency(module: str, purpose: str, cause: BaseException | None = None) -> MissingDependencyError:
+    """Build the documented error for a missing optional module.
+
+    Args:
+        module: top-level module name that failed to import (``"onnxruntime"``, ``"tensorrt"``...).
+        purpose: what needed it, e.g. ``"the onnxruntime engine"``.
+        cause: the original ImportError, kept in the message for diagnosis.
+    """
+    how = EXTRAS.get(module, f"pip install {module}")
+    msg = f"{purpose} needs the '{module}' package, which is not installed; install it with: {how}"
+    if cause is not None and str(cause):
+        msg += f" ({cause})"
+    return MissingDependencyError(msg)
 
 
 @dataclass(frozen=True)
@@ -46,20 +94,22 @@ class Engine(Protocol):
 
 
 class EngineBase:
-    """Shared plumbing: context manager and ``closed`` state."""
+    """Shared plumbing: input spec from the model config, context manager and ``closed`` state."""
 
     name = "base"
 
-    def __init__(self, config: dict[str, Any]):
+    def __init__(self, config: dict[str, Any], max_batch: int | None = None):
         self.config = config
         self.labels: list[str] = list(config.get("labels", []))
         inp = config.get("input", {})
         fe = config.get("frontend", {})
+        if max_batch is not None and int(max_batch) < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.spec = InputSpec(
             num_mel_bins=int(inp.get("num_mel_bins", fe.get("num_mel_bins", 128))),
             t_min=int(inp.get("t_min", 1)),
             t_max=int(inp.get("t_max", 100000)),
-            max_batch=int(inp.get("max_batch", 64)),
+            max_batch=int(max_batch if max_batch is not None else inp.get("max_batch", 64)),
         )
         self._closed = False
 
@@ -75,3 +125,76 @@ class EngineBase:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(model={self.config.get('name', '?')!r}, classes={len(self.labels)}, "
+                f"spec={self.spec})")
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """What a ``model_path`` points at.
+
+    Attributes:
+        kind: ``"checkpoint"`` (a directory), ``"onnx"`` or ``"plan"``.
+        path: the path as given, resolved.
+        checkpoint_dir: the checkpoint directory, where there is one.
+        onnx: the ONNX file, where there is one (``dir/model.onnx`` for a checkpoint).
+        config_json: a ``config.json`` beside the model, where there is one.
+    """
+
+    kind: str
+    path: Path
+    checkpoint_dir: Path | None = None
+    onnx: Path | None = None
+    config_json: Path | None = None
+
+
+def resolve_model_path(model_path: str | Path) -> ModelFiles:
+    """Classify ``model_path`` as a checkpoint directory, an ``.onnx`` file or a ``.plan`` file.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ModelFileError: the path exists but is none of the accepted kinds.
+    """
+    p = Path(model_path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"model path {str(p)!r} does not exist; pass a checkpoint directory "
+                                "(config.json + model.safetensors), an .onnx file or a .plan file")
+    p = p.resolve()
+    if p.is_dir():
+        cfg = p / "config.json"
+        if not cfg.is_file():
+            raise ModelFileError(f"{str(p)!r} is not a checkpoint directory: it has no config.json")
+        onnx = p / "model.onnx"
+        return ModelFiles("checkpoint", p, checkpoint_dir=p, onnx=onnx if onnx.is_file() else None, config_json=cfg)
+    beside = p.parent / "config.json"
+    beside_cfg = beside if beside.is_file() else None
+    suffix = p.suffix.lower()
+    if suffix == ".onnx":
+        return ModelFiles("onnx", p, onnx=p, config_json=beside_cfg)
+    if suffix in (".plan", ".engine", ".trt"):
+        return ModelFiles("plan", p, config_json=beside_cfg)
+    raise ModelFileError(f"cannot tell what {str(p)!r} is: expected a checkpoint directory, an .onnx file "
+                         "or a .plan file")
+
+
+def read_config_json(path: Path) -> dict[str, Any]:
+    """Read a model ``config.json`` (or the JSON text of ONNX metadata ``aed_config``) into a dict."""
+    try:
+        cfg = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFileError(f"cannot read model config {str(path)!r}: {e}") from e
+    return check_config(cfg, str(path))
+
+
+def check_config(cfg: Any, origin: str) -> dict[str, Any]:
+    """Check that a model config has what an engine needs (labels and the input range)."""
+    if not isinstance(cfg, dict):
+        raise ModelFileError(f"model config from {origin} is not a JSON object")
+    if not isinstance(cfg.get("labels"), list) or not cfg["labels"]:
+        raise ModelFileError(f"model config from {origin} has no 'labels' list")
+    inp = cfg.get("input")
+    if not isinstance(inp, dict) or not {"num_mel_bins", "t_min", "t_max"} <= set(inp):
+        raise ModelFileError(f"model config from {origin} lacks 'input' with num_mel_bins, t_min and t_max")
+    return cfg
