@@ -1,0 +1,65 @@
+"""``aed listen``: detect events live from a microphone (or a file replayed in real time)."""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+
+from apps.common import add_detector_args, add_model_args, make_detector, open_engine
+from apps.errors import UserError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("listen", help="detect events live from a microphone; JSON lines, then a summary")
+    p.add_argument("--device", metavar="N", help="input device index or name (default: the system default)")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of audio")
+    p.add_argument("--source", metavar="FILE", help="replay this file at real-time pace instead of a microphone")
+    p.add_argument("--fast", action="store_true", help="with --source: as fast as possible, not real-time")
+    p.add_argument("--samplerate", type=int, help="device sample rate (default: the device's)")
+    add_model_args(p)
+    add_detector_args(p)
+    p.set_defaults(func=run)
+
+
+def _device(arg):
+    if arg is None:
+        return None
+    return int(arg) if str(arg).isdigit() else arg
+
+
+def run(args) -> int:
+    from realtime.capture import MicrophoneCapture
+    from realtime.pipeline import LiveRunner
+    from realtime.sources import FileSource
+
+    if args.duration is not None and args.duration <= 0:
+        raise UserError(f"--duration must be positive seconds, got {args.duration}")
+    if args.fast and not args.source:
+        raise UserError("--fast only applies with --source FILE")
+    engine = open_engine(args)
+    try:
+        if args.source:
+            source = FileSource(args.source, realtime=not args.fast)
+        else:
+            source = MicrophoneCapture(device=_device(args.device), samplerate=args.samplerate).start()
+        rate = source.rate if args.source else source.samplerate
+        det = make_detector(args, engine, rate)
+
+        def show(e):
+            print(json.dumps(e.to_dict()), flush=True)
+
+        runner = LiveRunner(det, source, on_event=show, duration_s=args.duration)
+        old = signal.getsignal(signal.SIGINT)
+        try:
+            runner.run_blocking()
+        finally:
+            signal.signal(signal.SIGINT, old)
+        summary = runner.summary()
+        summary["engine"] = getattr(engine, "name", type(engine).__name__)
+        print(json.dumps({"summary": summary}), flush=True)
+        if runner.error is not None:
+            print(f"aed listen: error: {runner.error}", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        engine.close()

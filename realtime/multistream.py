@@ -1,0 +1,80 @@
+"""Many microphones, one engine: windows from several streams batched into one ``infer`` call.
+
+Example:
+    >>> import numpy as np
+    >>> from realtime.config import FrontEndConfig
+    >>> from realtime.detector import DetectorConfig
+    >>> class Zero:
+    ...     labels = ["x"]
+    ...     calls = 0
+    ...     def infer(self, x):
+    ...         Zero.calls += 1; return np.zeros((x.shape[0], 1), np.float32)
+    >>> ms = MultiStreamRunner(Zero(), ["a", "b"], DetectorConfig(frontend=FrontEndConfig(num_mel_bins=64)))
+    >>> out = ms.push({"a": np.zeros(17000, np.float32), "b": np.zeros(17000, np.float32)})
+    >>> Zero.calls, ms.windows_scored
+    (1, 2)
+"""
+from __future__ import annotations
+
+from typing import Any, Hashable, Iterable, Mapping
+
+import numpy as np
+
+from realtime.detector import Detector, DetectorConfig, PendingWindow
+from realtime.events import Event
+
+__all__ = ["MultiStreamRunner"]
+
+
+class MultiStreamRunner:
+    """Per-stream detectors sharing one engine; each :meth:`push` makes as few ``infer`` calls as the
+    batch limit allows.
+
+    Args:
+        engine: shared engine (``infer`` + ``labels``).
+        stream_ids: names of the streams.
+        config: detector settings for every stream (None: from the model's metadata).
+        max_batch: most windows per ``infer`` call (default: the engine's batch limit, else 32).
+    """
+
+    def __init__(self, engine: Any, stream_ids: Iterable[Hashable], config: DetectorConfig | None = None,
+                 max_batch: int | None = None):
+        self.engine = engine
+        self.detectors: dict[Hashable, Detector] = {sid: Detector(engine, config) for sid in stream_ids}
+        if not self.detectors:
+            raise ValueError("MultiStreamRunner needs at least one stream id")
+        spec = getattr(engine, "spec", None)
+        self.max_batch = int(max_batch or (spec.max_batch if spec is not None else 32))
+        self.infer_calls = 0
+        self.windows_scored = 0
+
+    def reset(self) -> None:
+        for d in self.detectors.values():
+            d.reset()
+
+    def push(self, chunks: Mapping[Hashable, np.ndarray]) -> dict[Hashable, list[Event]]:
+        """Feed one chunk per stream (any subset of streams); return each stream's new events."""
+        unknown = set(chunks) - set(self.detectors)
+        if unknown:
+            raise KeyError(f"unknown stream ids {sorted(map(str, unknown))}; known: {list(self.detectors)}")
+        pending: list[tuple[Hashable, PendingWindow]] = []
+        for sid, chunk in chunks.items():
+            pending += [(sid, w) for w in self.detectors[sid].feed(chunk)]
+        scores = np.zeros((0, len(self.engine.labels)), np.float32)
+        if pending:
+            parts = []
+            for i in range(0, len(pending), self.max_batch):
+                batch = np.stack([w.window for _, w in pending[i:i + self.max_batch]])   # (B, T, F)
+                parts.append(np.asarray(self.engine.infer(batch), dtype=np.float32))
+                self.infer_calls += 1
+            scores = np.concatenate(parts)
+        out: dict[Hashable, list[Event]] = {sid: [] for sid in chunks}
+        for sid in chunks:
+            idx = [i for i, (s, _) in enumerate(pending) if s == sid]
+            if idx:
+                out[sid] = self.detectors[sid].accept([pending[i][1] for i in idx], scores[idx])
+        self.windows_scored += len(pending)
+        return out
+
+    def flush(self) -> dict[Hashable, list[Event]]:
+        return {sid: d.flush() for sid, d in self.detectors.items()}
