@@ -1,0 +1,123 @@
+"""From a :class:`~models.training.loop.TrainConfig` to cached training and validation features."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from realtime.config import FrontEndConfig
+
+from .data import AUDIO_EXTENSIONS, ClipDataset, ClipItem, decode_items, load_dcase, load_esc50, load_folder, read_audio
+from .features import cached_features, compute_features
+
+__all__ = ["TrainData", "load_train_data", "load_split", "load_noise_features"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainData:
+    """Normalised log-mel features of the training and validation clips, plus background noise."""
+
+    labels: list[str]
+    frontend: FrontEndConfig
+    train_feats: list[torch.Tensor]
+    train_labels: list[int]
+    val_feats: list[torch.Tensor] = field(default_factory=list)
+    val_labels: list[int] = field(default_factory=list)
+    noise_feats: list[torch.Tensor] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    val_items: list[ClipItem] = field(default_factory=list)
+
+
+def _features(ds: ClipDataset, fe: FrontEndConfig, cache_dir: str | None, skipped: list[str]
+              ) -> tuple[list[torch.Tensor], list[int], list[ClipItem]]:
+    def decode():
+        waves, kept, report = decode_items(ds.items, fe.sample_rate)
+        skipped.extend(report.skipped)
+        keep = {id(k) for k in kept}
+        return waves, [i for i, it in enumerate(ds.items) if id(it) in keep]
+
+    feats, kept = cached_features([str(it.path) for it in ds.items], decode, fe, cache_dir)
+    items = [ds.items[i] for i in kept]
+    return feats, [it.label for it in items], items
+
+
+def load_split(layout: str, data: str, folds: list[int] | None, licenses: list[str] | None,
+               labels: list[str] | None = None) -> ClipDataset:
+    """One split of a dataset in the ``esc50``, ``folder`` or ``dcase`` layout (see :mod:`.data`)."""
+    if layout == "esc50":
+        return load_esc50(data, folds=folds, licenses=licenses)
+    if layout == "folder":
+        return load_folder(data, labels=labels)
+    if layout == "dcase":
+        ds, _ = load_dcase(Path(data) / "audio", Path(data) / "labels.tsv", labels=labels)
+        return ds
+    raise ValueError(f"unknown data layout {layout!r}; accepted: esc50, folder, dcase")
+
+
+def _dcase_segments(data: str, fe: FrontEndConfig, labels: list[str] | None, skipped: list[str]
+                    ) -> tuple[list[torch.Tensor], list[int], list[str]]:
+    """Strong labels as training clips: each event's span (at least 0.5 s) cut from its soundscape."""
+    ds, rows = load_dcase(Path(data) / "audio", Path(data) / "labels.tsv", labels=labels)
+    index = {n: i for i, n in enumerate(ds.labels)}
+    waves, kept, report = decode_items(ds.items, fe.sample_rate)
+    skipped.extend(report.skipped)
+    feats = dict(zip([it.path.name for it in kept], compute_features(waves, fe)))
+    out, labs = [], []
+    fps = fe.frames_per_second
+    for r in rows:
+        f = feats.get(r.filename)
+        if f is None:
+            continue
+        a = max(0, int(r.onset * fps))
+        b = min(len(f), max(a + int(0.5 * fps), int(round(r.offset * fps))))
+        out.append(f[a:b])
+        labs.append(index[r.event_label])
+    return out, labs, ds.labels
+
+
+def load_noise_features(noise_dir: str | None, fe: FrontEndConfig) -> list[torch.Tensor]:
+    """Features of the background recordings in ``noise_dir`` (none when absent)."""
+    if not noise_dir or not Path(noise_dir).is_dir():
+        return []
+    files = sorted(p for p in Path(noise_dir).iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
+    waves = []
+    for p in files:
+        try:
+            waves.append(read_audio(p, fe.sample_rate))
+        except RuntimeError as e:
+            log.warning("skipping unreadable noise file %s (%s)", p.name, e)
+    return compute_features(waves, fe)
+
+
+def load_train_data(cfg: Any, num_mel_bins: int | None = None) -> TrainData:
+    """Decode (or read from the cache) the training and validation clips of ``cfg`` (a TrainConfig)."""
+    fe = FrontEndConfig(num_mel_bins=num_mel_bins or 128)
+    skipped: list[str] = []
+    if cfg.layout == "dcase":
+        tr_f, tr_l, labels = _dcase_segments(cfg.data, fe, None, skipped)
+        va_f, va_l, va_items = [], [], []
+        if cfg.val_data:
+            va_f, va_l, _ = _dcase_segments(cfg.val_data, fe, labels, skipped)
+    else:
+        train = load_split(cfg.layout, cfg.data, cfg.train_folds, cfg.licenses)
+        labels = train.labels
+        if not train.items:
+            raise ValueError(f"no training clips in {cfg.data} (layout {cfg.layout}, folds {cfg.train_folds}, "
+                             f"licences {cfg.licenses})")
+        tr_f, tr_l, _ = _features(train, fe, cfg.cache_dir, skipped)
+        va_f, va_l, va_items = [], [], []
+        if cfg.layout == "esc50" and cfg.val_folds:
+            val = load_split("esc50", cfg.data, cfg.val_folds, cfg.licenses)
+            va_f, va_l, va_items = _features(val, fe, cfg.cache_dir, skipped)
+        elif cfg.val_data:
+            val = load_split(cfg.layout, cfg.val_data, None, cfg.licenses, labels=labels)
+            va_f, va_l, va_items = _features(val, fe, cfg.cache_dir, skipped)
+    if not tr_f:
+        raise ValueError(f"no readable training clips in {cfg.data}")
+    log.info("training clips: %d, validation clips: %d, skipped files: %d", len(tr_f), len(va_f), len(skipped))
+    return TrainData(labels, fe, tr_f, tr_l, va_f, va_l, load_noise_features(cfg.noise_dir, fe), skipped, va_items)
