@@ -72,20 +72,37 @@ def num_frames(num_samples: int, cfg: FrontEndConfig) -> int:
     return 1 + (num_samples - cfg.frame_length) // cfg.frame_shift
 
 
+@lru_cache(maxsize=16)
+def _constants(cfg: FrontEndConfig) -> tuple[np.ndarray, np.ndarray, int]:
+    return _window(cfg.frame_length), mel_banks(cfg), _n_fft(cfg)
+
+
 def _frames_to_fbank(frames: np.ndarray, cfg: FrontEndConfig) -> np.ndarray:
     """``(n, frame_length)`` float32 frames -> ``(n, num_mel_bins)`` log-mel."""
-    frames = frames - frames.mean(axis=1, keepdims=True)             # per-frame DC removal
-    prev = np.concatenate([frames[:, :1], frames[:, :-1]], axis=1)   # replicate-pad by one on the left
-    frames = (frames - cfg.preemphasis * prev) * _window(cfg.frame_length)
-    spec = np.fft.rfft(frames, n=_n_fft(cfg), axis=1)                # (n, n_fft/2 + 1)
-    power = (spec.real * spec.real + spec.imag * spec.imag).astype(np.float32)
-    mel = power @ mel_banks(cfg)                                     # (n, num_mel_bins)
-    return np.log(np.maximum(mel, _EPS)).astype(np.float32)
+    window, banks, n_fft = _constants(cfg)
+    a = cfg.preemphasis
+    mean = frames.mean(axis=1, keepdims=True)
+    # DC removal then pre-emphasis with a replicated first sample, in one pass:
+    # y[0] = (1 - a) (x[0] - m);  y[i] = x[i] - a x[i-1] - (1 - a) m
+    y = np.empty_like(frames)
+    np.subtract(frames[:, 1:], a * frames[:, :-1], out=y[:, 1:])
+    y[:, 0] = a * frames[:, 0]
+    np.subtract(frames[:, :1], y[:, :1], out=y[:, :1])
+    y -= (1.0 - a) * mean
+    y *= window
+    spec = np.fft.rfft(y, n=n_fft, axis=1)                           # (n, n_fft/2 + 1)
+    power = np.square(spec.real, dtype=np.float32)
+    power += np.square(spec.imag, dtype=np.float32)
+    mel = power @ banks                                              # (n, num_mel_bins)
+    np.maximum(mel, _EPS, out=mel)
+    return np.log(mel, out=mel)
 
 
 def _frame(samples: np.ndarray, n: int, cfg: FrontEndConfig) -> np.ndarray:
-    # (num_samples,) -> (n, frame_length) strided view
-    return np.lib.stride_tricks.sliding_window_view(samples, cfg.frame_length)[::cfg.frame_shift][:n]
+    # (num_samples,) -> (n, frame_length) strided view, no copy
+    st = samples.strides[0]
+    return np.lib.stride_tricks.as_strided(samples, shape=(n, cfg.frame_length), strides=(cfg.frame_shift * st, st),
+                                           writeable=False)
 
 
 def fbank(audio: np.ndarray, cfg: FrontEndConfig) -> np.ndarray:
