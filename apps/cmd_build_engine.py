@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise UserError(str(e)) from None
         print(report.summary())
+        for note in report.notes:
+            print(f"  restriction: {note}")
         return 0 if report.ok else 1
     if not args.output:
         raise UserError("-o/--output FILE.plan is required (or pass --check-only)")

@@ -16,9 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from engines.base import (
-    Engine, EngineBase, InputSpec, MissingDependencyError, ModelFileError, missing_dependency, resolve_model_path,
-)
+from engines.base import Engine, EngineBase, InputSpec, MissingDependencyError, ModelFileError
 
 __all__ = [
     "create_engine", "available_engines", "default_model_path", "gpu_available", "ENGINE_KINDS",

@@ -2,7 +2,7 @@
 
 Everything up to the TensorRT calls is plain Python and is tested without TensorRT: the
 optimisation-profile shapes, the cache key, the plan-file container and its invalidation rules,
-and the op-support check of an ONNX graph against the TensorRT ONNX parser's operator list.
+and (in ``engines.trt_ops``) the op-support check run before every build.
 
 A built engine is stored in an aed plan file: ``AEDPLAN\\x01`` + a little-endian uint32 header
 length + a JSON header (cache key and its fields, the model config, the engine's SHA-256) + the
@@ -17,24 +17,26 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
 import re
 import struct
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from engines.base import ModelFileError, missing_dependency
-from engines.onnx_info import OnnxInfo, onnx_model_config, read_onnx_info, sha256_file
+from engines.onnx_info import onnx_model_config, read_onnx_info, sha256_file
+from engines.trt_ops import OpSupportReport, OpTable, check_op_support, load_op_table, load_supported_ops
 
 __all__ = [
     "PRECISIONS", "ProfileShapes", "GpuInfo", "BuildEnv", "OpSupportReport", "make_profile", "seconds_to_frames",
-    "cache_key_fields", "cache_key", "write_plan", "read_plan", "plan_status", "stale_reasons", "ensure_engine", "default_cache_dir",
-    "detect_env", "import_tensorrt", "import_cudart", "cuda_check", "load_supported_ops", "check_op_support",
+    "cache_key_fields", "cache_key", "write_plan", "read_plan", "plan_status", "stale_reasons", "ensure_engine",
+    "default_cache_dir",
+    "detect_env", "import_tensorrt", "import_cudart", "cuda_check", "OpTable", "load_op_table", "load_supported_ops",
+    "check_op_support",
     "build_serialized_engine",
 ]
 
@@ -43,7 +45,6 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16")
 PLAN_MAGIC = b"AEDPLAN\x01"
 PLAN_FORMAT = 1
-_LAYER_NORM_ONNX_OPSET = 17
 
 
 # --------------------------------------------------------------------------- optional imports
@@ -288,80 +289,6 @@ def stale_reasons(header: dict[str, Any], env: BuildEnv) -> list[str]:
     if cache_key(f) != header.get("key"):
         out.append("a key that does not match its fields")
     return out
-
-
-# --------------------------------------------------------------------------- op-support check
-def _models_data_dir() -> Path | None:
-    spec = importlib.util.find_spec("models")  # locates the package without importing it (and torch)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
-
-
-def load_supported_ops(path: str | Path | None = None) -> set[str]:
-    """The TensorRT ONNX parser's operator list (default ``models/data/trt_onnx_ops.json``).
-
-    Accepts a JSON list of names, or an object whose ``ops``/``supported``/``operators`` entry is a
-    list of names or a mapping from names to details (entries marked ``"supported": false`` are dropped).
-    """
-    if path is None:
-        d = _models_data_dir()
-        if d is None or not (d / "trt_onnx_ops.json").is_file():
-            raise FileNotFoundError("models/data/trt_onnx_ops.json (the TensorRT ONNX operator list) is missing")
-        path = d / "trt_onnx_ops.json"
-    raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    if isinstance(raw, dict):
-        for k in ("ops", "supported", "supported_ops", "operators"):
-            if k in raw:
-                raw = raw[k]
-                break
-    if isinstance(raw, dict):
-        return {k for k, v in raw.items() if not (isinstance(v, dict) and v.get("supported") is False)}
-    if isinstance(raw, list):
-        return {x if isinstance(x, str) else x["name"] for x in raw}
-    raise ValueError(f"{str(path)!r}: expected a list of operator names")
-
-
-@dataclass
-class OpSupportReport:
-    """Result of :func:`check_op_support`."""
-
-    opset: int
-    ops: dict[str, int]
-    unsupported: dict[str, int] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.unsupported and not self.problems
-
-    def summary(self) -> str:
-        if self.ok:
-            return f"all {len(self.ops)} operator types (opset {self.opset}) are supported by TensorRT's ONNX parser"
-        parts = []
-        if self.unsupported:
-            parts.append("not supported by TensorRT's ONNX parser: "
-                         + ", ".join(f"{k} (x{v})" for k, v in sorted(self.unsupported.items())))
-        return "; ".join(parts + self.problems)
-
-
-def check_op_support(model: str | Path | OnnxInfo, supported: set[str] | None = None) -> OpSupportReport:
-    """Check every operator of an ONNX graph against TensorRT's ONNX-parser operator list.
-
-    Also flags the export pitfalls recorded in ARCHITECTURE.md: GridSample at opset >= 20 (written
-    with mode ``linear``, which the parser replaces by nearest without an error) and a default-domain
-    opset below 17 (no native LayerNormalization, so FP16 cannot keep it in FP32).
-    """
-    info = model if isinstance(model, OnnxInfo) else read_onnx_info(model)
-    supported = load_supported_ops() if supported is None else supported
-    unsupported = {op: n for op, n in info.ops.items() if op not in supported}
-    problems = []
-    if info.opset >= 20 and "GridSample" in info.ops:
-        problems.append(f"GridSample at opset {info.opset}: TensorRT reads mode 'linear' as nearest; export at opset 17")
-    if 0 < info.opset < _LAYER_NORM_ONNX_OPSET:
-        problems.append(f"opset {info.opset} < 17: LayerNorm is decomposed and cannot be kept in FP32; "
-                        "export at opset 17")
-    return OpSupportReport(info.opset, dict(info.ops), unsupported, problems)
 
 
 # --------------------------------------------------------------------------- building

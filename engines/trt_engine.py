@@ -90,7 +90,8 @@ class TensorRTEngine(EngineBase):
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         if inputs != [profile.input_name] or "scores" not in names:
-            raise ModelFileError(f"{str(plan)!r}: expected input {profile.input_name!r} and output 'scores', got {names}")
+            raise ModelFileError(f"{str(plan)!r}: expected input {profile.input_name!r} and output 'scores', "
+                                 f"got {names}")
         self._input, self._names = profile.input_name, names
         self._dtypes = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))) for n in names}
         self._stream = cuda_check(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
