@@ -1,0 +1,302 @@
+"""DATAR and its deformable attention: shapes, input checks, gradients, offsets, reference-grid reduction, export."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import models
+from models.datar import DATAR, InputAdaptor, datar_test
+from models.layers.attention import lambda_init_fn
+from models.layers.deformable import DeformableAttention2d
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+TRT_OPS = Path(models.__file__).resolve().parent / "data" / "trt_onnx_ops.json"
+
+
+def _frames(t: int) -> int:
+    for _ in range(5):  # stem (2 halvings) + 3 downsamplings, each ceil(n / 2)
+        t = math.ceil(t / 2)
+    return t
+
+
+def _model(**kw) -> DATAR:
+    torch.manual_seed(0)
+    return models.create_model("datar_test", **kw).eval()
+
+
+# ----------------------------------------------------------------------------------------------- shapes and input
+@pytest.mark.parametrize("kw", [{}, {"diff": True}, {"attn": "standard"}, {"attn": "standard", "diff": True},
+                                {"input_adaptor": False}], ids=["deform", "deform-diff", "mhsa", "mhsa-diff", "no-adaptor"])
+@pytest.mark.parametrize("T", [50, 333])
+def test_forward_shapes_and_finite(kw: dict, T: int) -> None:
+    model = _model(**kw)
+    with torch.no_grad():
+        scores, frames = model.forward_with_frames(torch.randn(2, T, 64))
+    assert scores.shape == (2, 10)
+    assert frames.shape == (2, _frames(T), 10) and model.output_frames(T) == _frames(T)
+    assert torch.isfinite(scores).all() and torch.isfinite(frames).all()
+    assert ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_every_length_in_range_without_padding() -> None:
+    model = _model()
+    x = torch.randn(1, 1000, 64)
+    with torch.no_grad():
+        for T in (50, 51, 64, 99, 100, 257, 999, 1000):
+            clip, frames = model.forward_logits(x[:, :T])
+            assert frames.shape[1] == _frames(T)
+            assert torch.isfinite(clip).all()
+
+
+def test_batch_items_are_independent() -> None:
+    model = _model(diff=True)
+    x = torch.randn(3, 120, 64)
+    with torch.no_grad():
+        batched = model(x)
+        single = torch.cat([model(x[i:i + 1]) for i in range(3)])
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(100, 64), (1, 1, 100, 64), (1, 100, 128), (1, 49, 64), (1, 1001, 64)],
+                         ids=["rank2", "rank4", "wrong-F", "T-short", "T-long"])
+def test_bad_input_names_accepted_shape(shape: tuple[int, ...]) -> None:
+    model = _model()
+    with pytest.raises(ValueError, match=r"\(B, T, 64\)"):
+        model(torch.zeros(shape))
+
+
+def test_softmax_output_and_bad_options() -> None:
+    model = _model(output_activation="softmax")
+    with torch.no_grad():
+        s = model(torch.randn(2, 80, 64))
+    torch.testing.assert_close(s.sum(-1), torch.ones(2))
+    with pytest.raises(ValueError, match="deformable"):
+        datar_test(attn="window")
+    with pytest.raises(ValueError, match="4 stages"):
+        datar_test(dims=(16, 32, 64))
+    with pytest.raises(ValueError, match="output_activation"):
+        datar_test(output_activation="relu")
+
+
+def test_ablation_switches() -> None:
+    plain = datar_test(attn="standard", input_adaptor=False)
+    assert not any(isinstance(m, (DeformableAttention2d, InputAdaptor)) for m in plain.modules())
+    full = datar_test()
+    assert sum(isinstance(m, DeformableAttention2d) for m in full.modules()) == 4  # one block per stage
+    assert isinstance(full.input_adaptor, InputAdaptor) and abs(full.input_adaptor.scale.item() - 0.01) < 1e-9
+    assert [m.kv_stride for m in full.modules() if isinstance(m, DeformableAttention2d)] == [
+        (8, 8), (4, 4), (2, 2), (1, 1)]
+
+
+def test_registry_variants_budget() -> None:
+    assert {"datar_tiny", "datar_small", "datar_test"} <= set(models.list_models("datar_*"))
+    tiny = models.create_model("datar_tiny").eval()
+    n_params = sum(p.numel() for p in tiny.parameters())
+    assert n_params <= 6_000_000
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        tiny(torch.randn(1, 100, 64))
+    macs = counter.get_total_flops() / 2
+    assert macs <= 150e6, f"datar_tiny: {macs / 1e6:.1f} MMACs on (1, 100, 64)"
+
+
+# ----------------------------------------------------------------------------------------------- training signals
+def test_gradients_reach_offset_network_and_adaptor() -> None:
+    torch.manual_seed(0)
+    model = datar_test(diff=True).train()
+    clip, frames = model.forward_logits(torch.randn(2, 90, 64))
+    (clip.square().mean() + frames.square().mean()).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, f"{name} got no gradient"
+        assert torch.isfinite(p.grad).all(), name
+    deform = [m for m in model.modules() if isinstance(m, DeformableAttention2d)]
+    for layer in deform:
+        for name, p in layer.conv_offset.named_parameters():
+            assert p.grad.abs().sum() > 0, f"offset network parameter {name} has a zero gradient"
+    for name, p in model.input_adaptor.named_parameters():
+        assert p.grad.abs().sum() > 0, f"input adaptor parameter {name} has a zero gradient"
+
+
+def test_offsets_stay_inside_range_factor() -> None:
+    torch.manual_seed(0)
+    layer = DeformableAttention2d(32, num_heads=4, num_groups=2, kv_stride=(2, 3), offset_range=1.5).eval()
+    with torch.no_grad():
+        layer.conv_offset[-1].weight.mul_(100.0)  # the offset net ends in LayerNorm -> GELU -> 1x1: saturate tanh
+        q = layer.proj_q(torch.randn(2, 32, 9, 40))
+        offsets = layer.compute_offsets(q)
+        pos_f, pos_t = layer.sampling_positions(offsets)
+    assert offsets.shape == (4, 2, 5, 14)  # (B*G, 2, ceil(9/2), ceil(40/3))
+    assert offsets.abs().max() <= 1.5 + 1e-6
+    assert offsets.abs().max() > 1.4  # the bound is actually reached, so the check has teeth
+    ref_f = torch.arange(5.0).reshape(1, 5, 1) * 2
+    ref_t = torch.arange(14.0).reshape(1, 1, 14) * 3
+    assert (pos_f - ref_f).abs().max() <= 1.5 * 2 + 1e-5  # in pixels: range x stride
+    assert (pos_t - ref_t).abs().max() <= 1.5 * 3 + 1e-5
+
+    # the same bound in the full model, on every deformable layer
+    model = _model()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, DeformableAttention2d):
+                m.conv_offset[-1].weight.mul_(100.0)
+    seen = []
+
+    def hook(mod: DeformableAttention2d, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        seen.append((mod.compute_offsets(mod.proj_q(args[0])).abs().max().item(), mod.offset_range))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, DeformableAttention2d)]
+    with torch.no_grad():
+        model(torch.randn(1, 200, 64))
+    for h in handles:
+        h.remove()
+    assert len(seen) == 4 and all(0.9 * r < m <= r + 1e-6 for m, r in seen)
+
+
+# ----------------------------------------------------------------------------------------------- reference grid
+def _plain_reference_attention(layer: DeformableAttention2d, x: torch.Tensor) -> torch.Tensor:
+    """Attention over the uniform grid x[:, :, ::s_f, ::s_t], written without grid_sample."""
+    B, C, H, W = x.shape
+    sf, st = layer.kv_stride
+    G, h, d = layer.num_groups, layer.num_heads, layer.head_dim
+    kv = x[:, :, ::sf, ::st]
+    Hk, Wk = kv.shape[2], kv.shape[3]
+    q = layer.proj_q(x).reshape(B, h, d, H * W).transpose(2, 3)  # (B, h, Nq, d)
+    k = layer.proj_k(kv).reshape(B, h, d, Hk * Wk).transpose(2, 3)  # (B, h, Nk, d)
+    v_flat = layer.proj_v(kv).reshape(B, C, Hk * Wk)
+    # bias at (query - reference point), in pixels, per head
+    qy, qx = torch.meshgrid(torch.arange(H * 1.0), torch.arange(W * 1.0), indexing="ij")
+    ky, kx = torch.meshgrid(torch.arange(Hk) * sf * 1.0, torch.arange(Wk) * st * 1.0, indexing="ij")
+    disp = torch.stack([qy.reshape(-1, 1) - ky.reshape(1, -1), qx.reshape(-1, 1) - kx.reshape(1, -1)], -1)
+    feat = torch.sign(disp) * torch.log2(1 + disp.abs()) / 3
+    bias = layer.rpb(feat).permute(2, 0, 1)  # (h/G, Nq, Nk), the same for every group (same reference grid)
+    bias = bias.repeat(G, 1, 1).unsqueeze(0)  # (1, h, Nq, Nk)
+    if not layer.diff:
+        v = v_flat.reshape(B, h, d, -1).transpose(2, 3)
+        attn = torch.softmax(q @ k.transpose(2, 3) / math.sqrt(d) + bias, dim=-1)
+        out = (attn @ v).transpose(2, 3).reshape(B, C, H, W)
+    else:
+        lam = (math.exp(float(layer.lambda_q1 @ layer.lambda_k1)) - math.exp(float(layer.lambda_q2 @ layer.lambda_k2))
+               + lambda_init_fn(0))
+        outs = []
+        for j in range(h // 2):
+            a1 = torch.softmax(q[:, 2 * j] @ k[:, 2 * j].transpose(1, 2) / math.sqrt(d) + bias[:, 2 * j], -1)
+            a2 = torch.softmax(q[:, 2 * j + 1] @ k[:, 2 * j + 1].transpose(1, 2) / math.sqrt(d) + bias[:, 2 * j + 1], -1)
+            v = v_flat[:, 2 * j * d:(2 * j + 2) * d].transpose(1, 2)  # (B, Nk, 2d)
+            o = (a1 - lam * a2) @ v
+            o = o / torch.sqrt(o.pow(2).mean(-1, keepdim=True) + 1e-5) * layer.head_norm.weight
+            outs.append(o * (1 - lambda_init_fn(0)))
+        out = torch.cat(outs, dim=-1).transpose(1, 2).reshape(B, C, H, W)
+    return layer.proj_out(out)
+
+
+@pytest.mark.parametrize("diff", [False, True], ids=["softmax", "diff"])
+def test_zero_offsets_reduce_to_uniform_reference_grid(diff: bool) -> None:
+    torch.manual_seed(0)
+    layer = DeformableAttention2d(32, num_heads=4, num_groups=2, kv_stride=(2, 3), diff=diff).eval()
+    x = torch.randn(2, 32, 7, 13)
+    with torch.no_grad():
+        moved = layer(x)
+        layer.conv_offset[-1].weight.zero_()  # offsets = tanh(0) * range = 0
+        zero = layer(x)
+        plain = _plain_reference_attention(layer, x)
+    torch.testing.assert_close(zero, plain, atol=2e-5, rtol=1e-4)
+    assert (moved - plain).abs().max() > 1e-3  # learned offsets do change the result
+
+
+@pytest.mark.parametrize("diff", [False, True], ids=["softmax", "diff"])
+def test_fused_attention_equals_plain(diff: bool) -> None:
+    torch.manual_seed(0)
+    layer = DeformableAttention2d(32, num_heads=4, num_groups=2, kv_stride=2, diff=diff).eval()
+    x = torch.randn(2, 32, 8, 21)
+    with torch.no_grad():
+        plain = layer(x)
+        layer.fused_attn = True
+        fused = layer(x)
+    torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (1, 5), (3, 1)])
+def test_tiny_feature_maps(hw: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    layer = DeformableAttention2d(16, num_heads=2, kv_stride=8, diff=True)
+    x = torch.randn(2, 16, *hw, requires_grad=True)
+    y = layer(x)
+    y.square().sum().backward()
+    assert y.shape == x.shape and torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+    # 32 mel bins: the last stage is one frequency row
+    model = _model(num_mel_bins=32)
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randn(1, 50, 32))).all()
+    assert model.forward_features(torch.randn(1, 50, 32)).shape[2] == 1
+
+
+# ----------------------------------------------------------------------------------------------- export
+def _ort_session(path: Path) -> "ort.InferenceSession":
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module", params=[(False, 100), (True, 333)], ids=["softmax-traced-at-100", "diff-traced-at-333"])
+def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[DATAR, Path]:
+    diff, trace_frames = request.param
+    model = _model(diff=diff)
+    path = tmp_path_factory.mktemp("datar") / "datar_test.onnx"
+    models.export_onnx(model, path, example_frames=trace_frames)
+    return model, path
+
+
+def test_export_parity_at_other_lengths(exported: tuple[DATAR, Path]) -> None:
+    model, path = exported
+    sess = _ort_session(path)
+    assert [i.name for i in sess.get_inputs()] == ["fbank"]
+    assert [o.name for o in sess.get_outputs()] == ["scores", "frame_scores"]
+    rng = np.random.default_rng(0)
+    for T, B in [(50, 1), (100, 2), (333, 1), (1000, 2)]:
+        x = rng.standard_normal((B, T, 64)).astype(np.float32)
+        with torch.no_grad():
+            ref_scores, ref_frames = model.forward_with_frames(torch.from_numpy(x))
+        scores, frames = sess.run(None, {"fbank": x})
+        assert frames.shape == (B, _frames(T), 10), f"T={T}"
+        np.testing.assert_allclose(scores, ref_scores.numpy(), atol=1e-4, rtol=0, err_msg=f"scores at T={T}")
+        np.testing.assert_allclose(frames, ref_frames.numpy(), atol=1e-4, rtol=0, err_msg=f"frame scores at T={T}")
+
+
+def test_export_grid_sample_is_bilinear_at_opset_17(exported: tuple[DATAR, Path]) -> None:
+    _, path = exported
+    graph = onnx.load(str(path))
+    assert {o.domain: o.version for o in graph.opset_import}.get("", 0) == 17
+    nodes = [n for n in graph.graph.node if n.op_type == "GridSample"]
+    assert len(nodes) == 4  # one per deformable block of datar_test
+    for n in nodes:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        assert attrs["mode"] == b"bilinear"
+        assert attrs["align_corners"] == 1
+
+
+def test_exported_ops_are_tensorrt_parser_ops(exported: tuple[DATAR, Path]) -> None:
+    if not TRT_OPS.is_file():
+        pytest.skip(f"{TRT_OPS} (the TensorRT ONNX parser's operator list) is missing")
+    from engines.trt_build import load_supported_ops
+
+    supported = load_supported_ops(TRT_OPS)
+    _, path = exported
+    used = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert used - supported == set(), f"operators not in {TRT_OPS.name}: {sorted(used - supported)}"
+
+
+def test_save_load_roundtrip(tmp_path: Path) -> None:
+    model = _model(diff=True)
+    models.save(model, tmp_path, labels=[f"c{i}" for i in range(10)])
+    loaded, config = models.load(tmp_path)
+    x = torch.randn(1, 77, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(x), model(x))
+    assert config["name"] == "datar_test"
