@@ -206,6 +206,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, config: Mapping[str, 
         if with_frames:
             dynamic_axes["frame_scores"] = {0: "batch", 1: "frames"}
         with warnings.catch_warnings():
+            # the TorchScript exporter is deprecated (see the docstring for why it is still the right one here)
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
             warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*",
                                     category=DeprecationWarning)
             torch.onnx.export(_ExportWrapper(model, with_frames), (x,), str(path), dynamo=False, opset_version=opset,
