@@ -1,0 +1,576 @@
+"""The latency profiler's measurement: real-time replay, per-chunk stage timings, injected-event latency.
+
+Audio is cut into segments, one injected event (burst) per segment. Every *session* (one engine at
+one window/hop) has its own :class:`~realtime.detector.Detector`; segments are replayed at real-time
+pace to the sessions in round-robin order, rotated every segment, so that drift on a busy machine
+affects each session alike. With a synthetic or file source every session sees the same audio as
+one contiguous stream; with a microphone each session gets its own live slots (reset per slot).
+
+A block of the paced source is delivered when its *last* sample is due, as a capture device delivers
+it. The end-to-end latency of an event is ``emit wall time - wall time its first sample was due``,
+split exactly into four parts (they telescope):
+
+- ``hop_wait``: from the first sample until the last sample of the first window holding it is due;
+- ``smoothing``: extra stream time until the window whose scoring emitted the onset (the model
+  needing more of the event, and hysteresis / minimum duration);
+- ``buffering``: from that window's last sample being due until the worker starts the chunk holding
+  it (capture block, resampler delay, queueing behind earlier work);
+- ``compute``: from the start of that chunk until the onset comes out of the tracker.
+
+The clock is injectable (:class:`Clock`), so tests can check the arithmetic with a fake one.
+
+Example:
+    >>> from tests.audio_helpers import LoudnessEngine                    # doctest: +SKIP
+    >>> prof = Profiler([EngineSpec("ref", LoudnessEngine())], source=SyntheticSource(bursts=3))  # doctest: +SKIP
+    >>> result = prof.run(); result.sessions[0].latency_summary()["total"]["p50_ms"]  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from realtime.config import FrontEndConfig, WindowConfig
+from realtime.detector import Detector, DetectorConfig
+from realtime.sources import ArraySource
+from realtime.stats import summarize
+
+__all__ = ["Clock", "RealClock", "Burst", "EngineSpec", "LoudnessTrigger", "LoudnessReference", "SyntheticSource",
+           "FileReplaySource", "MicSource", "Session", "Profiler", "ProfileResult", "burst_track", "read_events_tsv",
+           "STAGES", "LATENCY_PARTS"]
+
+log = logging.getLogger(__name__)
+
+STAGES = ("resample", "features", "windows", "inference", "post")
+LATENCY_PARTS = ("hop_wait", "smoothing", "buffering", "compute")
+
+
+class Clock:
+    """Wall clock and sleep, injectable for tests."""
+
+    def now(self) -> float:
+        raise NotImplementedError
+
+    def sleep(self, seconds: float) -> None:
+        raise NotImplementedError
+
+
+class RealClock(Clock):
+    def now(self) -> float:
+        return time.perf_counter()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class Burst:
+    """An injected event: its first sample in stream time (seconds at the source rate) and its label."""
+
+    onset_s: float
+    label: str | None = None
+
+
+# -- engines -----------------------------------------------------------------------------------------------------
+
+
+def _loudness_scores(x: np.ndarray, level: float) -> np.ndarray:
+    loud = x.max(axis=(1, 2))                                   # loudest mel bin of the loudest frame: (B,)
+    return (1.0 / (1.0 + np.exp(-10.0 * (loud - level)))).astype(np.float32)[:, None]
+
+
+class LoudnessTrigger:
+    """Runs the real engine on every window (its cost is measured) but decides onsets by loudness.
+
+    A model with random weights, or one that does not know the injected sound, detects nothing; this
+    keeps the pipeline's timing real while the onset decision is a model-free reference.
+    """
+
+    labels = ["burst"]
+
+    def __init__(self, engine: Any, level: float = 0.5):
+        self.engine = engine
+        self.level = level
+        self.config = {k: v for k, v in (getattr(engine, "config", None) or {}).items() if k in ("frontend", "window")}
+        self.spec = getattr(engine, "spec", None)
+        self.name = f"{getattr(engine, 'name', type(engine).__name__)}+loudness-trigger"
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        self.engine.infer(x)
+        return _loudness_scores(x, self.level)
+
+    def close(self) -> None:
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
+
+
+class LoudnessReference:
+    """A model-free engine (class ``burst`` when any frame is loud): isolates the pipeline's own latency."""
+
+    labels = ["burst"]
+    name = "loudness (reference, no model)"
+
+    def __init__(self, num_mel_bins: int = 64, level: float = 0.5, frontend: dict | None = None):
+        self.level = level
+        self.config = {"frontend": frontend or {"num_mel_bins": num_mel_bins}}
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return _loudness_scores(x, self.level)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class EngineSpec:
+    """A named engine to profile (``kind`` is what the user asked for, e.g. ``onnxruntime``)."""
+
+    kind: str
+    engine: Any
+    trigger: str = "model"          # 'model' or 'loudness' (reference decision, model still computed)
+
+
+# -- sources -----------------------------------------------------------------------------------------------------
+
+
+def burst_track(rate: int, bursts: int, window_s: float, hop_s: float, burst_s: float = 0.25, amp: float = 0.5,
+                freq: float = 1000.0, noise: float = 1e-3, seed: int = 0,
+                duration_s: float | None = None) -> tuple[np.ndarray, list[Burst], float]:
+    """A signal with one tone burst per segment at a jittered offset, and the segment length.
+
+    Each segment is ``lead + jitter + burst + tail`` with ``lead = window + 0.3 s`` (the first window must
+    be complete), ``jitter`` uniform over one hop (so the hop wait is sampled fairly) and a tail long
+    enough for the event to close before the next burst enters a window.
+    """
+    lead = window_s + 0.3
+    period = lead + burst_s + 3 * hop_s + 0.4
+    if duration_s is not None:
+        if duration_s < period:
+            raise ValueError(f"duration {duration_s} s is shorter than one burst segment ({period:.2f} s for a "
+                             f"{window_s} s window)")
+        bursts = max(1, int(duration_s // period)) if bursts <= 0 else bursts
+        if bursts * period > duration_s + 1e-9:
+            raise ValueError(f"{bursts} bursts need at least {bursts * period:.1f} s at a {window_s} s window "
+                             f"({period:.2f} s each); got --duration {duration_s}")
+        period = duration_s / bursts
+    rng = np.random.default_rng(seed)
+    n_seg = int(round(period * rate))
+    x = (noise * rng.standard_normal(n_seg * bursts)).astype(np.float32)
+    out = []
+    n_b = int(round(burst_s * rate))
+    t = np.arange(n_b) / rate
+    tone = (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    for k in range(bursts):
+        i0 = k * n_seg + int(round((lead + rng.uniform(0.0, hop_s)) * rate))
+        x[i0:i0 + n_b] += tone
+        out.append(Burst(i0 / rate, "burst"))
+    return x, out, n_seg / rate
+
+
+def read_events_tsv(path: str) -> list[Burst]:
+    """Ground-truth onsets from a TSV: DCASE ``filename onset offset event_label`` or ``onset offset label``."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            parts = line.rstrip("\n").split("\t")
+            if not line.strip() or parts[0] in ("filename", "onset"):
+                continue
+            vals = parts[1:] if len(parts) >= 4 else parts
+            try:
+                onset = float(vals[0])
+            except (ValueError, IndexError):
+                raise ValueError(f"{path}:{n}: expected 'onset<TAB>offset<TAB>label' (optionally after a filename "
+                                 f"column), got {line.strip()!r}") from None
+            rows.append(Burst(onset, vals[2] if len(vals) > 2 else None))
+    return sorted(rows, key=lambda b: b.onset_s)
+
+
+class _PacedSource:
+    """Audio replayed at real-time pace, in segments; a block is delivered when its last sample is due."""
+
+    live = False
+
+    def __init__(self, audio: np.ndarray, rate: int, bursts: list[Burst], segment_s: float, block_s: float = 0.02):
+        self.audio, self.rate, self.bursts = audio, int(rate), bursts
+        self.segment_s = segment_s
+        self.block_s = block_s
+        self.seg_len = max(1, int(round(segment_s * rate)))
+
+    @property
+    def n_segments(self) -> int:
+        return max(1, math.ceil(self.audio.shape[0] / self.seg_len))
+
+    @property
+    def duration_s(self) -> float:
+        return self.audio.shape[0] / self.rate
+
+    def segment(self, k: int) -> tuple[int, np.ndarray]:
+        lo = k * self.seg_len
+        return lo, self.audio[lo:lo + self.seg_len]
+
+    def blocks(self, k: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first sample index in the stream, block)`` for segment ``k`` (via :class:`ArraySource`)."""
+        lo, seg = self.segment(k)
+        pos = lo
+        for b in ArraySource(seg, self.rate, block_s=self.block_s).blocks():
+            yield pos, b
+            pos += b.shape[0]
+
+
+class SyntheticSource(_PacedSource):
+    """Scheduled tone bursts, no audio hardware (``--source synthetic``)."""
+
+    name = "synthetic"
+
+    def __init__(self, bursts: int = 10, window_s: float = 1.0, hop_s: float = 0.1, rate: int = 16000,
+                 duration_s: float | None = None, block_s: float = 0.02, seed: int = 0):
+        audio, marks, seg = burst_track(rate, bursts, window_s, hop_s, seed=seed, duration_s=duration_s)
+        super().__init__(audio, rate, marks, seg, block_s)
+
+
+class FileReplaySource(_PacedSource):
+    """A file replayed at real-time pace, with optional ground-truth onsets (``--source FILE --events TSV``)."""
+
+    def __init__(self, path: str, events: list[Burst] | None = None, segment_s: float = 5.0, block_s: float = 0.02):
+        from realtime.sources import read_audio
+
+        audio, rate = read_audio(path)
+        self.name = str(path)
+        super().__init__(audio, rate, list(events or []), segment_s, block_s)
+
+
+class MicSource:
+    """Bursts played to the default output and captured from a microphone (or PulseAudio's virtual one).
+
+    Each slot plays one burst segment; where the burst landed in the captured stream is found from the
+    waveform (first sample above ``detect_level`` after silence).
+    """
+
+    name = "mic"
+    live = True
+
+    def __init__(self, slots: int, window_s: float, hop_s: float, device: Any = None, output_device: Any = None,
+                 samplerate: int | None = None, block_s: float = 0.02, detect_level: float = 0.1, seed: int = 0):
+        self.track, marks, self.segment_s = burst_track(48000, 1, window_s, hop_s, seed=seed)
+        self.track_rate = 48000
+        self.slots = slots
+        self.device, self.output_device, self.samplerate, self.block_s = device, output_device, samplerate, block_s
+        self.detect_level = detect_level
+        self.capture = None
+        self.rate: int | None = None
+
+    @property
+    def n_segments(self) -> int:
+        return self.slots
+
+    def start(self) -> None:
+        from realtime.capture import MicrophoneCapture
+
+        self.capture = MicrophoneCapture(device=self.device, samplerate=self.samplerate, block_s=self.block_s).start()
+        self.rate = self.capture.samplerate
+        self.blocksize = max(1, int(self.block_s * self.rate))
+        self.read_total = 0
+
+    def stop(self) -> None:
+        if self.capture is not None:
+            self.capture.stop()
+
+    def due(self, g: int) -> float:
+        """Wall time at which captured sample ``g`` (global index) came in: its block's callback time."""
+        times = self.capture.callback_times
+        i = min(g // self.blocksize, len(times) - 1)
+        return times[i] - (self.blocksize - g % self.blocksize) / self.rate if i >= 0 else float("nan")
+
+
+# -- sessions ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    """One engine at one window/hop: its detector and every raw timing it produced."""
+
+    kind: str
+    engine_name: str
+    trigger: str
+    window_s: float
+    hop_s: float
+    detector: Detector
+    chunks: list[dict] = field(default_factory=list)        # per chunk: due, start, end, wait, stage seconds, windows
+    emitted: list[dict] = field(default_factory=list)       # per onset: wall, stream times, chunk index
+    latencies: list[dict] = field(default_factory=list)
+    missed: list[float] = field(default_factory=list)
+    audio_s: float = 0.0
+    cpu_s: float = 0.0
+    rss_after_load_kb: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} w{self.window_s:g}/h{self.hop_s:g}"
+
+    def stage_samples(self) -> dict[str, list[float]]:
+        return {k: list(v) for k, v in self.detector.timer.samples.items()}
+
+    def stage_summary(self) -> dict[str, dict]:
+        """Per-stage p50/p95/p99/max: per call for the front end, per window for inference and post."""
+        out = {"ring_wait": summarize([c["wait"] for c in self.chunks])}
+        for st in ("resample", "features", "windows"):
+            out[st] = summarize([c["stages"].get(st, 0.0) for c in self.chunks])
+        per_win = [c["stages"]["inference"] / c["windows"] for c in self.chunks if c["windows"]]
+        out["inference_per_window"] = summarize(per_win)
+        out["post_per_window"] = summarize(self.detector.timer.samples.get("post", []))
+        out["frontend_per_hop"] = summarize(self.frontend_per_hop())
+        out["chunk_total"] = summarize([c["end"] - c["start"] for c in self.chunks])
+        return out
+
+    def frontend_per_hop(self) -> list[float]:
+        """Resample + features + window assembly summed over the chunks of each hop."""
+        out, acc = [], 0.0
+        for c in self.chunks:
+            acc += sum(c["stages"].get(st, 0.0) for st in ("resample", "features", "windows"))
+            if c["windows"]:
+                out += [acc / c["windows"]] * c["windows"]
+                acc = 0.0
+        return out
+
+    def latency_summary(self) -> dict[str, dict]:
+        return {p: summarize([r[p] for r in self.latencies]) for p in ("total", *LATENCY_PARTS)}
+
+    def cost(self) -> dict[str, Any]:
+        tot = {st: sum(c["stages"].get(st, 0.0) for c in self.chunks) for st in STAGES}
+        compute = sum(tot.values())
+        a = self.audio_s or float("nan")
+        late = sum(1 for c in self.chunks if c["start"] - c["due"] > self.detector.hop_s)
+        return {"audio_s": self.audio_s, "windows": self.detector.windows_scored,
+                "windows_per_s": self.detector.windows_scored / a, "rtf": compute / a,
+                "frontend_inference_share": (tot["resample"] + tot["features"] + tot["windows"] + tot["inference"]) / a,
+                "cpu_share": self.cpu_s / a, "stage_totals_s": tot, "late_chunks": late,
+                "detected": len(self.latencies), "missed": len(self.missed)}
+
+
+def _first_window_end(t_b: float, fe: FrontEndConfig, T: int, hop: int) -> int:
+    """End frame of the first window on the hop grid that holds the stream sample at ``t_b`` seconds."""
+    s = t_b * fe.sample_rate
+    k = max(0, math.floor((s - fe.frame_length) / fe.frame_shift) + 1)        # first frame holding the sample
+    return T + max(0, math.ceil((k + 1 - T) / hop)) * hop
+
+
+def _need_time(end_frame: int, fe: FrontEndConfig) -> float:
+    """Stream time at which the last sample of the window ending at ``end_frame`` is in."""
+    return ((end_frame - 1) * fe.frame_shift + fe.frame_length) / fe.sample_rate
+
+
+@dataclass
+class ProfileResult:
+    sessions: list[Session]
+    source: str
+    wall_s: float
+    process_cpu_s: float
+    peak_rss_kb: int
+    interrupted: bool = False
+    capture: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class Profiler:
+    """Replays a source to every (engine, window, hop) session, alternating, and measures everything.
+
+    Args:
+        engines: engines to compare.
+        source: a :class:`SyntheticSource`, :class:`FileReplaySource` or :class:`MicSource`.
+        windows: window lengths in seconds (a sweep); hops: hops in seconds.
+        clock: wall clock (default :class:`RealClock`).
+        pace: replay at real-time pace (False only for tests with a fake clock).
+        threshold, min_duration_s: detector settings.
+        on_progress: called after every segment with ``(done, total, sessions)``.
+    """
+
+    def __init__(self, engines: Sequence[EngineSpec], source: Any, windows: Sequence[float] = (1.0,),
+                 hops: Sequence[float] = (0.1,), clock: Clock | None = None, threshold: float | None = None,
+                 min_duration_s: float | None = None,
+                 on_progress: Callable[[int, int, list[Session]], None] | None = None):
+        self.clock = clock or RealClock()
+        self.source = source
+        self.on_progress = on_progress
+        self._stop = False
+        self._segment = 0
+        self.sessions: list[Session] = []
+        rate = getattr(source, "rate", None)
+        for spec in engines:
+            for w in windows:
+                for h in hops:
+                    eng = spec.engine if spec.trigger == "model" else LoudnessTrigger(spec.engine)
+                    base = DetectorConfig.from_model_config(getattr(eng, "config", None) or {})
+                    over = {"window": WindowConfig(w, h), "input_rate": rate}
+                    if threshold is not None:
+                        over["threshold"] = threshold
+                    if min_duration_s is not None:
+                        over["min_duration_s"] = min_duration_s
+                    cfg = DetectorConfig(**{**base.__dict__, **over})
+                    s = Session(spec.kind, getattr(eng, "name", type(eng).__name__), spec.trigger, w, h,
+                                Detector(eng, cfg))
+                    s.rss_after_load_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                    self.sessions.append(s)
+
+    def stop(self) -> None:
+        """Ask the run to end after the current block (safe from a signal handler or another thread)."""
+        self._stop = True
+
+    # -- one chunk ---------------------------------------------------------------------------------------------
+    def _process(self, s: Session, block: np.ndarray, due: float, wait: float, start: float) -> None:
+        det = s.detector
+        samples = det.timer.samples
+        before = {st: len(samples.get(st, ())) for st in STAGES}
+        cpu0 = time.thread_time()
+        wins = det.feed(block)
+        n_chunk = len(s.chunks)
+        if wins:
+            scores = det.score(wins)
+            for w, sc in zip(wins, scores):
+                events = det.accept([w], sc[None])
+                t_emit = self.clock.now()
+                for e in events:
+                    if e.kind == "onset":
+                        s.emitted.append({"wall": t_emit, "onset_s": e.onset_s, "label": e.label, "score": e.score,
+                                          "end_frame": w.end_frame, "chunk": n_chunk})
+        end = self.clock.now()
+        s.cpu_s += time.thread_time() - cpu0
+        s.audio_s += block.shape[0] / det.input_rate
+        stages = {st: float(sum(samples.get(st, [])[before[st]:])) for st in STAGES}
+        s.chunks.append({"due": due, "start": start, "end": end, "wait": wait, "windows": len(wins),
+                         "n": int(block.shape[0]), "seg": self._segment, "stages": stages})
+
+    # -- the run -----------------------------------------------------------------------------------------------
+    def _paced_segment(self, s: Session, k: int) -> dict:
+        src = self.source
+        t_seg = self.clock.now()
+        lo = k * src.seg_len
+        anchor = t_seg - lo / src.rate                       # wall time of stream sample 0 for this segment
+        for pos, block in src.blocks(k):
+            if self._stop:
+                break
+            due = anchor + (pos + block.shape[0]) / src.rate
+            t0 = self.clock.now()
+            self.clock.sleep(due - t0)
+            start = self.clock.now()
+            self._process(s, block, due, start - t0, start)
+        return {"anchor": anchor, "lo": lo, "hi": lo + src.seg_len}
+
+    def _mic_segment(self, s: Session, k: int) -> dict:
+        src = self.source
+        import sounddevice as sd
+
+        s.detector.reset()
+        g0, onset_i = src.read_total, None
+        min_i = int(s.detector.window_s * src.rate)      # ignore anything before the first full window
+        sd.play(src.track, src.track_rate, device=src.output_device)
+        t_end = self.clock.now() + src.segment_s + 0.3
+        while self.clock.now() < t_end and not self._stop:
+            t0 = self.clock.now()
+            block = src.capture.read(timeout=0.1)
+            start = self.clock.now()
+            if block.shape[0]:
+                g = src.read_total
+                src.read_total += block.shape[0]
+                self._process(s, block, src.due(src.read_total), start - t0, start)
+                if onset_i is None:
+                    loud = np.flatnonzero(np.abs(block) > src.detect_level)
+                    loud = loud[g - g0 + loud >= min_i]
+                    if loud.size:
+                        onset_i = int(g - g0 + loud[0])
+        sd.stop()
+        return {"g0": g0, "g1": src.read_total, "onset_i": onset_i}
+
+    def run(self) -> ProfileResult:
+        """Replay every segment to every session (rotating the order each segment); Ctrl-C ends cleanly."""
+        src = self.source
+        if getattr(src, "live", False):
+            src.start()
+        n = len(self.sessions)
+        total = src.n_segments * n
+        wall0, cpu0 = self.clock.now(), time.process_time()
+        segs: dict[int, list[dict]] = {i: [] for i in range(n)}
+        interrupted, done = False, 0
+        try:
+            for k in range(src.n_segments):
+                for j in range(n):
+                    i = (k + j) % n
+                    if self._stop:
+                        raise KeyboardInterrupt
+                    self._segment = k
+                    seg = (self._mic_segment if src.live else self._paced_segment)(self.sessions[i], k)
+                    seg.update(k=k, chunk_hi=len(self.sessions[i].chunks))
+                    segs[i].append(seg)
+                    done += 1
+                    if self.on_progress is not None:
+                        self.on_progress(done, total, self.sessions)
+        except KeyboardInterrupt:
+            interrupted = True
+            log.warning("interrupted after %d of %d segment runs; reporting what was measured", done, total)
+        finally:
+            if src.live:
+                src.stop()
+        result = ProfileResult(self.sessions, getattr(src, "name", "?"), self.clock.now() - wall0,
+                               time.process_time() - cpu0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                               interrupted)
+        for i, s in enumerate(self.sessions):
+            self._latencies(s, segs[i])
+        if src.live:
+            cap = src.capture
+            ct = np.asarray(cap.callback_times)
+            result.capture = {"callback_intervals_s": np.diff(ct).tolist(), "nominal_block_s": src.blocksize / src.rate,
+                              "input_overflows": cap.input_overflows, "overruns": cap.overruns,
+                              "dropped_samples": cap.ring.dropped_samples if cap.ring else 0, "rate": src.rate}
+        return result
+
+    # -- latency -----------------------------------------------------------------------------------------------
+    def _latencies(self, s: Session, segs: list[dict]) -> None:
+        if getattr(self.source, "live", False):
+            return self._mic_latencies(s, segs)
+        fe = s.detector.config.frontend
+        rate = self.source.rate
+        for b in self.source.bursts:
+            lo_idx = int(round(b.onset_s * rate))
+            seg = next((g for g in segs if g["lo"] <= lo_idx < g["hi"]), None)
+            if seg is None:
+                continue                                         # not replayed (interrupted)
+            self._match(s, b.onset_s, b.label, seg["anchor"] + b.onset_s, fe, lambda t, a=seg["anchor"]: a + t,
+                        segment=seg["k"])
+
+    def _mic_latencies(self, s: Session, segs: list[dict]) -> None:
+        src = self.source
+        fe = s.detector.config.frontend
+        for seg in segs:
+            i = seg.get("onset_i")
+            if i is None:
+                s.missed.append(float("nan"))
+                continue
+            g0 = seg["g0"]
+            self._match(s, i / src.rate, None, src.due(g0 + i), fe,
+                        lambda t, g0=g0: src.due(g0 + int(round(t * src.rate))), segment=seg["k"])
+
+    def _match(self, s: Session, t_b: float, label: str | None, wall_b: float, fe: FrontEndConfig,
+               wall_of: Callable[[float], float], segment: int) -> None:
+        det = s.detector
+        e_first = _first_window_end(t_b, fe, det.T, det.hop_frames)
+        horizon = t_b + det.window_s + 1.0
+        known = label if label in det.labels else None
+        hit = next((e for e in s.emitted if _need_time(e["end_frame"], fe) >= t_b and
+                    e["end_frame"] >= e_first and _need_time(e["end_frame"], fe) <= horizon and
+                    (known is None or e["label"] == known) and s.chunks[e["chunk"]]["seg"] >= segment), None)
+        if hit is None or s.chunks[hit["chunk"]]["seg"] != segment:      # none, or only after the replay paused
+            s.missed.append(t_b)
+            return
+        chunk = s.chunks[hit["chunk"]]
+        t_first, t_emit = _need_time(e_first, fe), _need_time(hit["end_frame"], fe)
+        rec = {"t_s": t_b, "label": hit["label"], "total": hit["wall"] - wall_b,
+               "hop_wait": wall_of(t_first) - wall_b, "smoothing": wall_of(t_emit) - wall_of(t_first),
+               "buffering": chunk["start"] - wall_of(t_emit), "compute": hit["wall"] - chunk["start"],
+               "windows_late": (hit["end_frame"] - e_first) // det.hop_frames}
+        s.latencies.append(rec)
