@@ -168,6 +168,12 @@ def run(args) -> int:
             notes.append("Onset trigger: loudness reference. Every window runs through the model (its cost is "
                          "measured), but the onset decision is a loudness threshold on the same window, so the "
                          "latency is the pipeline's, not the classifier's.")
+        for sp in specs:
+            cfg = getattr(sp.engine, "config", None)
+            if sp.kind != "loudness" and isinstance(cfg, dict) and not cfg.get("training"):
+                notes.append(f"The {sp.kind} model ({cfg.get('name', '?')}) carries no training record in its "
+                             "config: probably untrained (random weights); its compute cost is real, its scores "
+                             "are not.")
         if "loudness" in kinds:
             notes.append("Session 'loudness' is a model-free reference engine (no model at all): pipeline latency "
                          "without inference cost.")

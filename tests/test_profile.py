@@ -1,0 +1,184 @@
+"""The latency profiler: exact latency arithmetic on a fake clock, stage sums on a real run, reports, CLI errors."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from apps.cli import main
+from apps.profiler.core import (
+    LATENCY_PARTS, Burst, Clock, EngineSpec, LoudnessReference, Profiler, SyntheticSource, _PacedSource,
+)
+from apps.profiler.report import PLOTS, write_report
+from tests.audio_helpers import LoudnessEngine
+
+RATE = 16000
+
+
+class FakeClock(Clock):
+    """Time moves only when someone sleeps or an engine says it computed."""
+
+    def __init__(self, t0: float = 100.0):
+        self.t = t0
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += max(0.0, seconds)
+
+
+class TimedEngine:
+    """Fires on any window holding non-silent audio; each infer call costs exactly ``cost_s`` of fake time."""
+
+    labels = ["burst"]
+    config = {"frontend": {"num_mel_bins": 64}}
+
+    def __init__(self, clock: FakeClock, cost_s: float, name: str = "timed"):
+        self.clock, self.cost_s, self.name = clock, cost_s, name
+        self.calls = 0
+
+    def infer(self, x):
+        self.calls += 1
+        self.clock.t += self.cost_s
+        # silence is exact zeros, whose log-mel sits at the float32-eps floor (-1.28 after normalisation)
+        return (x.max(axis=(1, 2)) > -1.2).astype(np.float32)[:, None]
+
+
+def burst_signal(total_s: float, onsets_samples, n: int = 4000) -> np.ndarray:
+    x = np.zeros(int(total_s * RATE), np.float32)
+    for s in onsets_samples:
+        x[s:s + n] = 0.5 * np.sin(0.3 * np.arange(n))
+    return x
+
+
+def test_injected_burst_latency_equals_the_known_offset_on_a_fake_clock():
+    clock = FakeClock()
+    eng = TimedEngine(clock, cost_s=0.007)
+    sb = 160 * 153 + 80               # burst's first sample: frame 152 is the first to hold it (last 160 samples)
+    src = _PacedSource(burst_signal(4.0, [sb]), RATE, [Burst(sb / RATE)], segment_s=2.0, block_s=0.02)
+    res = Profiler([EngineSpec("timed", eng)], src, windows=[1.0], hops=[0.1], clock=clock).run()
+    s = res.sessions[0]
+    assert s.missed == [] and len(s.latencies) == 1
+    lat = s.latencies[0]
+    # The first window holding frame 152 ends at frame 160 (grid 100, 110, ...); its last frame needs samples
+    # up to 160*159 + 400 = 25840; the 320-sample block holding sample 25839 ends at 25920, due at 1.62 s;
+    # then one inference call costs 7 ms. The burst entered at 24560 / 16000 = 1.535 s.
+    assert lat["hop_wait"] == pytest.approx((25840 - sb) / RATE, abs=1e-9)
+    assert lat["smoothing"] == pytest.approx(0.0, abs=1e-9) and lat["windows_late"] == 0
+    assert lat["buffering"] == pytest.approx((25920 - 25840) / RATE, abs=1e-9)
+    assert lat["compute"] == pytest.approx(0.007, abs=1e-9)
+    assert lat["total"] == pytest.approx(1.62 + 0.007 - sb / RATE, abs=1e-9)
+    assert sum(lat[p] for p in LATENCY_PARTS) == pytest.approx(lat["total"], abs=1e-9)
+    # the emitted onset is the start of the newest hop of the firing window (frame 150 = 1.5 s)
+    assert s.emitted[0]["onset_s"] == pytest.approx(1.5)
+
+
+def test_engines_alternate_round_robin_on_the_same_audio():
+    clock = FakeClock()
+    engines = [TimedEngine(clock, 0.004, "a"), TimedEngine(clock, 0.011, "b")]
+    onsets = [160 * 153 + 80, 32000 + 160 * 153 + 80]
+    src = _PacedSource(burst_signal(4.0, onsets), RATE, [Burst(o / RATE) for o in onsets], segment_s=2.0)
+    res = Profiler([EngineSpec(e.name, e) for e in engines], src, clock=clock).run()
+    a, b = res.sessions
+    first = {(s.kind, k): min(c["start"] for c in s.chunks if c["seg"] == k) for s in (a, b) for k in (0, 1)}
+    assert first[("a", 0)] < first[("b", 0)] and first[("b", 1)] < first[("a", 1)]     # order rotates
+    assert a.audio_s == pytest.approx(b.audio_s) == pytest.approx(4.0)                 # same audio for both
+    for s, cost in ((a, 0.004), (b, 0.011)):
+        assert len(s.latencies) == 2
+        for lat in s.latencies:                                     # the segment anchor is per session and replay
+            assert lat["compute"] == pytest.approx(cost, abs=1e-9)
+            assert lat["total"] == pytest.approx(sum(lat[p] for p in LATENCY_PARTS), abs=1e-9)
+    assert [r["total"] - r["compute"] for r in a.latencies] == pytest.approx(
+        [r["total"] - r["compute"] for r in b.latencies], abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def realtime_run():
+    """Two bursts replayed at real-time pace (about 9 s) to a loudness engine and the model-free reference."""
+    src = SyntheticSource(bursts=2, window_s=1.0, hop_s=0.1, block_s=0.02, seed=3)
+    specs = [EngineSpec("loudness_engine", LoudnessEngine()), EngineSpec("reference", LoudnessReference())]
+    return Profiler(specs, src, windows=[1.0], hops=[0.1]).run(), src
+
+
+def test_stage_timings_add_up_to_the_measured_total(realtime_run):
+    res, src = realtime_run
+    for s in res.sessions:
+        assert s.audio_s == pytest.approx(src.duration_s)
+        totals = np.array([c["end"] - c["start"] for c in s.chunks])
+        stages = np.array([sum(c["stages"].values()) for c in s.chunks])
+        assert np.all(stages <= totals + 1e-6)                      # stages are nested inside the chunk timing
+        # what is not in a stage is glue (argument checks, list building): small against the stages
+        assert stages.sum() == pytest.approx(totals.sum(), rel=0.35, abs=5e-3), (stages.sum(), totals.sum())
+        cost = s.cost()
+        assert cost["rtf"] == pytest.approx(stages.sum() / s.audio_s)
+        assert cost["windows"] == s.detector.windows_scored > 0
+        # every injected burst detected; the parts add up to each measured latency
+        assert len(s.latencies) == 2 and s.missed == []
+        for lat in s.latencies:
+            assert lat["total"] == pytest.approx(sum(lat[p] for p in LATENCY_PARTS), abs=1e-9)
+            assert 0 <= lat["hop_wait"] <= 0.1 + 0.016 and lat["buffering"] >= 0 and lat["compute"] >= 0
+
+
+def test_report_files_exist_and_parse(realtime_run, tmp_path):
+    from PIL import Image
+
+    res, _ = realtime_run
+    paths = write_report(res, tmp_path, config={"engines": ["loudness_engine", "reference"], "source_rate": RATE})
+    data = json.loads(paths["json"].read_text())
+    assert {"machine", "versions", "config", "sessions"} <= set(data)
+    assert data["machine"]["cores"] >= 1 and data["versions"]["numpy"]
+    s0 = data["sessions"][0]
+    assert len(s0["raw"]["chunks"]) == len(res.sessions[0].chunks) and len(s0["raw"]["latencies"]) == 2
+    assert set(s0["stages"]) >= {"ring_wait", "resample", "features", "windows", "inference_per_window",
+                                 "post_per_window", "frontend_per_hop"}
+    md = paths["markdown"].read_text()
+    assert "| session | engine | trigger | detected | p50 |" in md and "loudness_engine w1/h0.1" in md
+    for name in PLOTS:
+        raw = (tmp_path / name).read_bytes()
+        assert raw[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(tmp_path / name) as im:
+            im.verify()
+            assert im.size[0] >= 800 and im.size[1] >= 400
+
+
+def test_interrupted_run_still_reports(tmp_path):
+    clock = FakeClock()
+    onsets = [160 * 153 + 80, 32000 + 160 * 153 + 80]
+    src = _PacedSource(burst_signal(4.0, onsets), RATE, [Burst(o / RATE) for o in onsets], segment_s=2.0)
+    prof = Profiler([EngineSpec("t", TimedEngine(clock, 0.005))], src, clock=clock)
+    prof.on_progress = lambda done, total, sessions: prof.stop()     # as the SIGINT handler does
+    res = prof.run()
+    assert res.interrupted and res.sessions[0].audio_s == pytest.approx(2.0)
+    assert len(res.sessions[0].latencies) == 1                       # the second burst was never replayed
+    paths = write_report(res, tmp_path, config={})
+    assert json.loads(paths["json"].read_text())["interrupted"] is True
+    assert "Interrupted" in paths["markdown"].read_text()
+
+
+def test_cli_profile_writes_a_report(tmp_path, capsys):
+    rc = main(["profile", "--engines", "loudness", "--bursts", "1", "--quiet", "--report", str(tmp_path / "r")])
+    assert rc == 0
+    data = json.loads((tmp_path / "r" / "profile.json").read_text())
+    lat = data["sessions"][0]["latency"]["total"]
+    assert data["config"]["engines"] == ["loudness"] and lat["count"] == 1 and math.isfinite(lat["p50_ms"])
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--engines", "onnxruntime,bogus"], "unknown engine(s) bogus"),
+    (["--engines", ","], "unknown engine"),
+    (["--window", "0.2", "--engines", "loudness"], "--window must be between 0.5 and 10"),
+    (["--window", "1,x", "--engines", "loudness"], "comma-separated seconds"),
+    (["--hop", "0", "--engines", "loudness"], "--hop needs positive seconds"),
+    (["--hop", "2", "--engines", "loudness"], "longer than the window"),
+    (["--duration", "-1", "--engines", "loudness"], "--duration must be positive"),
+    (["--duration", "1", "--engines", "loudness"], "shorter than one burst segment"),
+    (["--bursts", "0", "--engines", "loudness"], "--bursts must be at least 1"),
+    (["--threads", "0", "--engines", "loudness"], "--threads must be at least 1"),
+    (["--source", "/no/such.wav", "--engines", "loudness"], "synthetic, mic or an audio file"),
+    (["--events", "x.tsv", "--engines", "loudness"], "--events only applies with --source FILE"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(argv, fragment, capsys):
+    assert main(["profile", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("aed profile: error:") and fragment in err[0], err
