@@ -169,12 +169,13 @@ def _plain_reference_attention(layer: DeformableAttention2d, x: torch.Tensor) ->
     q = layer.proj_q(x).reshape(B, h, d, H * W).transpose(2, 3)  # (B, h, Nq, d)
     k = layer.proj_k(kv).reshape(B, h, d, Hk * Wk).transpose(2, 3)  # (B, h, Nk, d)
     v_flat = layer.proj_v(kv).reshape(B, C, Hk * Wk)
-    # bias at (query - reference point), in pixels, per head
+    # bias at (query - reference point), in pixels, per head: frequency term + time term
     qy, qx = torch.meshgrid(torch.arange(H * 1.0), torch.arange(W * 1.0), indexing="ij")
     ky, kx = torch.meshgrid(torch.arange(Hk) * sf * 1.0, torch.arange(Wk) * st * 1.0, indexing="ij")
-    disp = torch.stack([qy.reshape(-1, 1) - ky.reshape(1, -1), qx.reshape(-1, 1) - kx.reshape(1, -1)], -1)
-    feat = torch.sign(disp) * torch.log2(1 + disp.abs()) / 3
-    bias = layer.rpb(feat).permute(2, 0, 1)  # (h/G, Nq, Nk), the same for every group (same reference grid)
+    dy = (qy.reshape(-1, 1) - ky.reshape(1, -1)).unsqueeze(-1)  # (Nq, Nk, 1)
+    dx = (qx.reshape(-1, 1) - kx.reshape(1, -1)).unsqueeze(-1)
+    bias = layer.rpb_f(torch.sign(dy) * torch.log2(1 + dy.abs()) / 3) + layer.rpb_t(torch.sign(dx) * torch.log2(1 + dx.abs()) / 3)
+    bias = bias.permute(2, 0, 1)  # (h/G, Nq, Nk), the same for every group (same reference grid)
     bias = bias.repeat(G, 1, 1).unsqueeze(0)  # (1, h, Nq, Nk)
     if not layer.diff:
         v = v_flat.reshape(B, h, d, -1).transpose(2, 3)
