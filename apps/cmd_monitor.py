@@ -1,0 +1,116 @@
+"""``aed monitor``: the desktop monitor (live spectrogram, score traces, event timeline and list).
+
+Qt and pyqtgraph come from the ``gui`` extra and are imported only inside :func:`run`.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+
+from apps.common import add_detector_args, add_model_args
+from apps.errors import UserError
+
+GUI_HINT = ("aed monitor needs the gui extra (pyqtgraph and PySide6-Essentials): pip install 'aed[gui]'")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("monitor", help="desktop monitor: live spectrogram, score traces and events (gui extra)")
+    p.add_argument("--device", metavar="N", help="input device index or name (default: the system default)")
+    p.add_argument("--source", metavar="FILE", help="replay this file at real-time pace instead of a microphone")
+    p.add_argument("--samplerate", type=int, help="device sample rate (default: the device's)")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of audio, then exit")
+    p.add_argument("--screenshot", metavar="PATH", help="save a PNG of the window before exiting (with --duration, "
+                   "or at the end of --source)")
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="score traces drawn (default: 5)")
+    p.add_argument("--fps", type=float, default=30.0, help="screen refresh rate (default: 30)")
+    add_model_args(p)
+    add_detector_args(p)
+    p.set_defaults(func=run)
+
+
+def _device(arg):
+    if arg is None:
+        return None
+    return int(arg) if str(arg).isdigit() else arg
+
+
+def _check(args) -> None:
+    if args.duration is not None and args.duration <= 0:
+        raise UserError(f"--duration must be positive seconds, got {args.duration}")
+    if args.threshold is not None and not (0.0 <= args.threshold <= 1.0):
+        raise UserError(f"--threshold must be in [0, 1], got {args.threshold}")
+    if not (1 <= args.top_k <= 8):
+        raise UserError(f"--top-k must be between 1 and 8, got {args.top_k}")
+    if not (1.0 <= args.fps <= 120.0):
+        raise UserError(f"--fps must be between 1 and 120, got {args.fps}")
+    if args.screenshot and not str(args.screenshot).lower().endswith(".png"):
+        raise UserError(f"--screenshot must name a .png file, got {args.screenshot}")
+    if args.screenshot and args.duration is None and not args.source:
+        raise UserError("--screenshot needs --duration S (or --source FILE, which ends by itself)")
+    if args.window is not None or args.hop is not None:
+        from realtime.config import WindowConfig
+
+        try:
+            WindowConfig(window_s=args.window if args.window is not None else 1.0,
+                         hop_s=args.hop if args.hop is not None else min(0.1, args.window or 1.0))
+        except ValueError as e:
+            raise UserError(str(e)) from e
+    if args.source:
+        from pathlib import Path
+
+        if not Path(args.source).is_file():
+            raise UserError(f"no such audio file: {args.source}")
+
+
+def run(args) -> int:
+    _check(args)
+    try:
+        import pyqtgraph  # noqa: F401
+        from PySide6 import QtCore, QtWidgets
+    except ImportError as e:
+        print(f"{GUI_HINT} ({e})", file=sys.stderr)
+        return 1
+    from apps.common import open_engine
+    from apps.monitor.window import MonitorOptions, MonitorWindow
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0] if sys.argv else "aed"])
+    opts = MonitorOptions(device=_device(args.device), source=args.source, samplerate=args.samplerate,
+                          window_s=args.window, hop_s=args.hop, threshold=args.threshold,
+                          min_duration_s=args.min_duration, merge_gap_s=args.merge_gap, engine_kind=args.engine,
+                          model_path=args.model, duration_s=args.duration, top_k=args.top_k, fps=args.fps)
+    engine, load_error = None, None
+    try:
+        engine = open_engine(args)
+    except Exception as e:  # noqa: BLE001 - shown in the window; the user can load another model there
+        load_error = f"model could not be loaded ({args.engine}, {args.model or 'default'}): {e}"
+    win = MonitorWindow(engine, opts)
+    if load_error:
+        win.show_error(load_error)
+    win.show()
+    result = {"code": 0}
+
+    def done(code: int) -> None:
+        result["code"] = code
+        win.close()
+        app.exit(code)
+
+    win.finished.connect(done)
+    if engine is not None:
+        win.start()
+    unattended = args.duration is not None or args.screenshot is not None
+    if unattended:
+        win.run_unattended(args.duration, args.screenshot)
+    old = signal.signal(signal.SIGINT, lambda *_: win.close())
+    pump = QtCore.QTimer()
+    pump.timeout.connect(lambda: None)      # lets Python see Ctrl-C while Qt's loop runs
+    pump.start(200)
+    try:
+        app.exec()
+    finally:
+        signal.signal(signal.SIGINT, old)
+        pump.stop()
+        if win.isVisible():
+            win.close()
+    if unattended and args.screenshot:
+        print(f"screenshot: {args.screenshot}", file=sys.stderr)
+    return result["code"]

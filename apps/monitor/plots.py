@@ -1,0 +1,279 @@
+"""The three live plots of the monitor, on one time axis: spectrogram, score traces, event timeline.
+
+Imported only by the monitor window (it needs pyqtgraph). All methods run on the GUI thread; the
+buffers are small NumPy rings so a 30 fps redraw stays cheap.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pyqtgraph as pg
+
+from apps.monitor.worker import EventRecord
+
+__all__ = ["LivePlots", "TRACE_COLORS"]
+
+LOG_FLOOR = float(np.log(np.finfo(np.float32).eps))      # the front end's log floor (silence)
+TRACE_COLORS = ["#4cc9f0", "#f72585", "#b5e48c", "#ffb703", "#c77dff", "#ff7f51", "#90e0ef", "#e9edc9"]
+MAX_BAR_LABELS = 40
+
+
+class _Bars(pg.BarGraphItem):
+    """A bar graph that reports when it is really painted (for the latency benchmark)."""
+
+    def __init__(self, on_paint: Callable[[], None], **opts):
+        super().__init__(**opts)
+        self._on_paint = on_paint
+
+    def paint(self, p, *args) -> None:
+        super().paint(p, *args)
+        self._on_paint()
+
+
+class LivePlots:
+    """Spectrogram (last ``history_s``), top-K score traces with thresholds, and the event timeline.
+
+    Args:
+        history_s: seconds shown.
+        top_k: number of score traces.
+        frame_shift_s: time between log-mel frames.
+    """
+
+    def __init__(self, history_s: float = 10.0, top_k: int = 5, frame_shift_s: float = 0.01):
+        self.history_s = float(history_s)
+        self.top_k = int(top_k)
+        self.frame_shift_s = frame_shift_s
+        self.widget = pg.GraphicsLayoutWidget()
+        self.widget.setBackground("#101418")
+        self.t_now = 0.0
+        self.painted: dict[tuple[str, float], float] = {}     # bar key -> perf_counter of its first paint
+        self._unpainted: set[tuple[str, float]] = set()
+
+        # spectrogram -----------------------------------------------------------------------------
+        self.spec_plot = self.widget.addPlot(row=0, col=0)
+        self.spec_plot.setLabel("left", "mel band")
+        self.spec_plot.setTitle("log-mel spectrogram", size="9pt")
+        self.spec_plot.setMouseEnabled(x=False, y=False)
+        self.spec_plot.hideButtons()
+        self.image = pg.ImageItem(axisOrder="col-major")
+        self.image.setColorMap(pg.colormap.get("inferno"))
+        self.spec_plot.addItem(self.image)
+        self._spec = None                  # (N, F) ring, oldest first after _spec_view()
+        self._spec_pos = 0
+        self._spec_t = None                # session time at the end of the newest frame
+        self._levels = (LOG_FLOOR, 0.0)
+        self._frames_seen = 0
+        self._spec_dirty = False
+
+        # score traces ----------------------------------------------------------------------------
+        self.score_plot = self.widget.addPlot(row=1, col=0)
+        self.score_plot.setLabel("left", "score")
+        self.score_plot.setYRange(0.0, 1.05, padding=0)
+        self.score_plot.setMouseEnabled(x=False, y=False)
+        self.score_plot.hideButtons()
+        self.legend = self.score_plot.addLegend(offset=(5, 5), labelTextSize="8pt", colCount=3)
+        self.curves = [self.score_plot.plot([], [], pen=pg.mkPen(c, width=2)) for c in TRACE_COLORS[:self.top_k]]
+        self.threshold_line = pg.InfiniteLine(pos=0.5, angle=0, pen=pg.mkPen("#e0e0e0", width=1, style=pg.QtCore.Qt
+                                                                             .PenStyle.DashLine))
+        self.score_plot.addItem(self.threshold_line)
+        self.class_lines = [pg.InfiniteLine(pos=0.5, angle=0, pen=pg.mkPen(c, width=1, style=pg.QtCore.Qt.PenStyle
+                                                                           .DotLine)) for c in TRACE_COLORS[:self.top_k]]
+        for line in self.class_lines:
+            line.hide()
+            self.score_plot.addItem(line)
+        self.labels: list[str] = []
+        self._score_t = np.zeros(0)
+        self._scores = np.zeros((0, 0), np.float32)
+        self._top: list[int] = []
+        self.threshold = 0.5
+        self.per_class: dict[str, float] = {}
+        self._scores_dirty = False
+
+        # event timeline --------------------------------------------------------------------------
+        self.timeline = self.widget.addPlot(row=2, col=0)
+        self.timeline.setLabel("bottom", "time (s)")
+        self.timeline.setMouseEnabled(x=False, y=False)
+        self.timeline.hideButtons()
+        self.timeline.invertY(True)
+        self.bars = _Bars(self._bars_painted, x0=[0.0], x1=[0.0], y0=[0.0], y1=[0.0], pen=None, brush="#2a9d8f")
+        self.bars.hide()
+        self.timeline.addItem(self.bars)
+        self.rows: dict[str, int] = {}
+        self._bar_texts: list[pg.TextItem] = []
+
+        for p in (self.score_plot, self.timeline):
+            p.setXLink(self.spec_plot)
+            p.getAxis("left").setWidth(48)
+        self.spec_plot.getAxis("left").setWidth(48)
+        for p in (self.spec_plot, self.score_plot):
+            p.getAxis("bottom").setStyle(showValues=False)
+        self.widget.ci.layout.setRowStretchFactor(0, 5)
+        self.widget.ci.layout.setRowStretchFactor(1, 3)
+        self.widget.ci.layout.setRowStretchFactor(2, 3)
+
+    # -- data in --------------------------------------------------------------------------------
+    def add_frames(self, t_end: float, frames: np.ndarray) -> None:
+        """Append raw log-mel frames ``(n, F)`` ending at session time ``t_end``."""
+        n, f = frames.shape
+        cap = int(round(self.history_s / self.frame_shift_s))
+        if self._spec is None or self._spec.shape[1] != f:
+            self._spec = np.full((cap, f), LOG_FLOOR, np.float32)
+            self._spec_pos = 0
+        elif self._spec_t is not None:
+            gap = int(round((t_end - n * self.frame_shift_s - self._spec_t) / self.frame_shift_s))
+            if gap > 0:                      # audio that never came (stopped, dropped): blank columns
+                self._write(np.full((min(gap, cap), f), LOG_FLOOR, np.float32))
+        self._write(frames[-cap:])
+        self._spec_t = t_end
+        self._frames_seen += n
+        self._spec_dirty = True
+
+    def _write(self, block: np.ndarray) -> None:
+        cap = self._spec.shape[0]
+        idx = (self._spec_pos + np.arange(block.shape[0])) % cap
+        self._spec[idx] = block
+        self._spec_pos = int((self._spec_pos + block.shape[0]) % cap)
+
+    def spectrogram(self) -> np.ndarray | None:
+        """The shown spectrogram ``(N, F)``, oldest frame first (a copy)."""
+        if self._spec is None:
+            return None
+        return np.roll(self._spec, -self._spec_pos, axis=0)        # ring -> time order: (N, F)
+
+    def set_labels(self, labels: Sequence[str]) -> None:
+        """A new label set (another model): the score history restarts, the timeline stays."""
+        if list(labels) != self.labels:
+            self.labels = list(labels)
+            self._score_t = np.zeros(0)
+            self._scores = np.zeros((0, len(self.labels)), np.float32)
+            self._top = []
+            self._scores_dirty = True
+
+    def add_scores(self, t_end: float, scores: np.ndarray) -> None:
+        if scores.shape[0] != len(self.labels):
+            return                           # a late window of a previous model
+        self._score_t = np.append(self._score_t, t_end)
+        self._scores = np.vstack([self._scores, scores[None, :]])    # (N, C) + (1, C)
+        keep = self._score_t >= t_end - self.history_s - 1.0
+        if not keep.all():
+            self._score_t, self._scores = self._score_t[keep], self._scores[keep]
+        self._scores_dirty = True
+
+    def set_thresholds(self, threshold: float, per_class: Mapping[str, float]) -> None:
+        self.threshold = float(threshold)
+        self.per_class = dict(per_class)
+        self.threshold_line.setValue(self.threshold)
+        self._scores_dirty = True
+
+    def score_traces(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The traces drawn now: label -> (t, score)."""
+        out = {}
+        for i, curve in zip(self._top, self.curves):
+            x, y = curve.getData()
+            out[self.labels[i]] = (np.asarray(x), np.asarray(y))
+        return out
+
+    # -- drawing --------------------------------------------------------------------------------
+    def redraw(self, t_now: float, records: Iterable[EventRecord], events_changed: bool) -> None:
+        """Bring every plot to ``t_now`` (session seconds, the newest audio)."""
+        self.t_now = t_now
+        left = t_now - self.history_s
+        if self._spec_dirty and self._spec is not None:
+            img = self.spectrogram()
+            if self._frames_seen % 50 < 5 or self._levels == (LOG_FLOOR, 0.0):
+                lo, hi = np.percentile(img[img > LOG_FLOOR + 0.5], [5, 99.7]) if (img > LOG_FLOOR + 0.5).any() \
+                    else (LOG_FLOOR, 0.0)
+                self._levels = (float(lo), float(max(hi, lo + 6.0)))
+            self.image.setImage(img, autoLevels=False, levels=self._levels)
+            end = self._spec_t
+            self.image.setRect(pg.QtCore.QRectF(end - img.shape[0] * self.frame_shift_s, 0.0,
+                                                img.shape[0] * self.frame_shift_s, img.shape[1]))
+            self._spec_dirty = False
+        if self._scores_dirty:
+            self._draw_scores(left)
+            self._scores_dirty = False
+        self._draw_timeline(records, left, t_now)
+        self.spec_plot.setXRange(left, t_now, padding=0)
+
+    def _draw_scores(self, left: float) -> None:
+        if self._scores.shape[0] == 0:
+            for c in self.curves:
+                c.setData([], [])
+            return
+        visible = self._score_t >= left
+        peak = self._scores[visible].max(axis=0) if visible.any() else self._scores[-1]
+        order = list(np.argsort(-peak, kind="stable")[:self.top_k])
+        # keep the current order where the set is unchanged, so colours do not jump
+        if set(order) == set(self._top):
+            order = self._top
+        if order != self._top:
+            self._top = order
+            self.legend.clear()
+            for i, curve in zip(order, self.curves):
+                self.legend.addItem(curve, self.labels[i])
+        for slot, curve in enumerate(self.curves):
+            if slot < len(order):
+                curve.setData(self._score_t, self._scores[:, order[slot]])
+                th = self.per_class.get(self.labels[order[slot]])
+                line = self.class_lines[slot]
+                if th is None:
+                    line.hide()
+                else:
+                    line.setValue(th)
+                    line.show()
+            else:
+                curve.setData([], [])
+                self.class_lines[slot].hide()
+
+    def _draw_timeline(self, records: Iterable[EventRecord], left: float, t_now: float) -> None:
+        shown = [r for r in records if (r.offset_s if r.offset_s is not None else t_now) >= left]
+        for r in shown:
+            if r.label not in self.rows:
+                self.rows[r.label] = len(self.rows)
+                axis = self.timeline.getAxis("left")
+                axis.setTicks([[(i, lab[:14]) for lab, i in self.rows.items()]])
+        self.timeline.setYRange(-0.6, max(len(self.rows), 3) - 0.4, padding=0)
+        if not shown:
+            self.bars.hide()
+            for t in self._bar_texts:
+                t.hide()
+            return
+        x0 = np.array([r.onset_s for r in shown])
+        x1 = np.array([max(r.offset_s if r.offset_s is not None else t_now, r.onset_s + 0.02) for r in shown])
+        y = np.array([self.rows[r.label] for r in shown], dtype=float)
+        brushes = [pg.mkBrush("#e76f51" if r.offset_s is None else "#2a9d8f") for r in shown]
+        self.bars.setOpts(x0=x0, x1=x1, y0=y - 0.35, y1=y + 0.35, brushes=brushes, pen=None)
+        self.bars.show()
+        for r in shown:
+            key = (r.label, r.onset_s)
+            if key not in self.painted:
+                self._unpainted.add(key)
+        last = shown[-MAX_BAR_LABELS:]
+        while len(self._bar_texts) < len(last):
+            t = pg.TextItem(color="#f1faee", anchor=(0, 0.5))
+            t.setZValue(5)
+            self.timeline.addItem(t)
+            self._bar_texts.append(t)
+        for t, r in zip(self._bar_texts, last):
+            t.setText(f"{r.label} {r.peak:.2f}")
+            t.setPos(max(r.onset_s, left), self.rows[r.label])
+            t.show()
+        for t in self._bar_texts[len(last):]:
+            t.hide()
+
+    def _bars_painted(self) -> None:
+        if self._unpainted:
+            now = time.perf_counter()
+            for key in self._unpainted:
+                self.painted.setdefault(key, now)
+            self._unpainted.clear()
+
+    def bar_spans(self) -> list[tuple[str, float, float]]:
+        """The bars drawn now: (label, x0, x1)."""
+        if not self.bars.isVisible():
+            return []
+        inv = {i: lab for lab, i in self.rows.items()}
+        o = self.bars.opts
+        return [(inv[int(round(y0 + 0.35))], float(a), float(b)) for a, b, y0 in zip(o["x0"], o["x1"], o["y0"])]
