@@ -4,7 +4,9 @@ Each model is exported with ``models.export_onnx`` (opset 17, dynamic batch and 
 CPU provider with ``intra_op_num_threads=1, inter_op_num_threads=1`` on batch-1 windows of 100 and 1000 frames
 (1 s and 10 s at 10 ms hop). DATAR reads 64 mel bins; AST-tiny reads its own 128 (its registry default), so the
 AST input carries twice the bins: the comparison is per window of audio, not per input value. Runs of the two
-models alternate so that drift on a shared machine hits both alike. MACs are ``FlopCounterMode`` FLOPs / 2 in
+models alternate so that drift on a shared machine hits all alike. The same DATAR pyramid with plain global
+attention (``attn='standard'``, the ablation) runs alongside, to separate what deformable attention buys from what
+the pyramid buys. MACs are ``FlopCounterMode`` FLOPs / 2 in
 torch eager (matmuls and convolutions; grid_sample, softmax and elementwise ops are not counted). Weights are
 random: cost does not depend on them.
 
@@ -27,7 +29,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 WINDOWS = {"1 s": 100, "10 s": 1000}
-MODELS = ("datar_tiny", "ast_tiny")
+# label -> (registry name, kwargs); the standard-attention DATAR is the same pyramid with global MHSA in every stage
+MODELS = {"datar_tiny": ("datar_tiny", {}), "ast_tiny": ("ast_tiny", {}),
+          "datar_tiny attn=standard": ("datar_tiny", {"attn": "standard"})}
 
 
 def count_macs(model, frames: int) -> float:
@@ -70,9 +74,10 @@ def main() -> None:
     res: dict[str, dict] = {}
     sessions, inputs = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in MODELS:
-            model = models.create_model(name).eval()
-            path = models.export_onnx(model, Path(tmp) / f"{name}.onnx")
+        load_start = os.getloadavg()[0]
+        for i, (name, (reg_name, kwargs)) in enumerate(MODELS.items()):
+            model = models.create_model(reg_name, **kwargs).eval()
+            path = models.export_onnx(model, Path(tmp) / f"model{i}.onnx")
             ops = Counter(n.op_type for n in onnx.load(str(path)).graph.node)
             res[name] = {
                 "num_mel_bins": model.num_mel_bins,
@@ -113,7 +118,8 @@ def main() -> None:
 
     env = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
            "torch": torch.__version__, "onnxruntime": ort.__version__, "reps": args.reps, "warmup": args.warmup,
-           "threads": "intra_op=1, inter_op=1", "date": time.strftime("%Y-%m-%d")}
+           "threads": "intra_op=1, inter_op=1", "date": time.strftime("%Y-%m-%d"),
+           "load_avg_1min": [load_start, os.getloadavg()[0]]}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"env": env, "results": summary,
@@ -121,8 +127,10 @@ def main() -> None:
 
     lines = ["# DATAR-tiny against AST-tiny: ONNX Runtime, one thread", "",
              f"Batch-1 windows of 1 s (100 frames) and 10 s (1000 frames); {args.reps} timed runs each after "
-             f"{args.warmup} warm-up runs, the two models alternating. DATAR-tiny reads 64 mel bins, AST-tiny its "
-             "own 128 (registry default). Random weights. MACs: FlopCounterMode FLOPs / 2 (matmul and conv only).",
+             f"{args.warmup} warm-up runs, the models alternating. DATAR-tiny reads 64 mel bins, AST-tiny its "
+             "own 128 (registry default). `datar_tiny attn=standard` is the same pyramid with plain global "
+             "multi-head attention in every stage (the ablation). Random weights. MACs: FlopCounterMode FLOPs / 2 "
+             "(matmul and conv only).",
              "", "| model | mel | params (M) | window | median ms | p99 ms | RTF | MMACs |",
              "|---|---:|---:|---|---:|---:|---:|---:|"]
     for name, s in summary.items():
@@ -130,7 +138,9 @@ def main() -> None:
             lines.append(f"| {name} | {s['num_mel_bins']} | {s['params'] / 1e6:.2f} | {w} | {s[w]['median_ms']:.2f} | "
                          f"{s[w]['p99_ms']:.2f} | {s[w]['rtf']:.4f} | {s[w]['mmacs']:.1f} |")
     lines += ["", "Cost growth from 1 s to 10 s (10x the frames; linear = 10x, exponent 1; quadratic = 100x, "
-              "exponent 2):", "", "| model | time ratio | time exponent | MACs ratio | MACs exponent |",
+              "exponent 2). A time ratio below the MACs ratio means a fixed per-window cost (per-node overhead of the "
+              "graph) weighs on the short window:", "",
+              "| model | time ratio | time exponent | MACs ratio | MACs exponent |",
               "|---|---:|---:|---:|---:|"]
     for name, s in summary.items():
         g = s["growth_1s_to_10s"]
@@ -138,7 +148,9 @@ def main() -> None:
                      f"{g['macs_exponent']:.2f} |")
     lines += ["", "Exported graphs: " + "; ".join(f"{n}: {s['onnx_nodes']} nodes, {s['onnx_ops']}"
                                                   for n, s in summary.items()), "",
-              f"Machine: {env['machine']}, {env['cpus']} cores (shared with other work: timings are noisy), "
+              f"Machine: {env['machine']}, {env['cpus']} cores shared with other work (1-minute load average "
+              f"{env['load_avg_1min'][0]:.1f} at the start, {env['load_avg_1min'][1]:.1f} at the end: absolute "
+              "timings are noisy; the alternation keeps the comparison fair), "
               f"Python {env['python']}, torch {env['torch']}, onnxruntime {env['onnxruntime']}, {env['date']}. "
               "Command: `python benchmarks/bench_datar.py`.", ""]
     out.with_suffix(".md").write_text("\n".join(lines))

@@ -152,7 +152,8 @@ class DATAR(AEDModel):
         output_activation: ``'sigmoid'`` (multi-label) or ``'softmax'`` (single-label).
 
     Example:
-        >>> model = DATAR(num_classes=3, dims=(16, 32, 32, 64), depths=(1, 1, 1, 1), num_heads=(2, 2, 2, 2))
+        >>> model = DATAR(num_classes=3, dims=(16, 32, 32, 64), depths=(1, 1, 1, 1), num_heads=(2, 2, 2, 2),
+        ...               num_groups=(1, 1, 1, 1))
         >>> clip, frames = model.forward_logits(torch.randn(1, 100, 64))
         >>> clip.shape, frames.shape
         (torch.Size([1, 3]), torch.Size([1, 4, 3]))
@@ -253,14 +254,14 @@ def _build(defaults: dict, kwargs: dict) -> DATAR:
 
 @register_model
 def datar_tiny(**kwargs) -> DATAR:
-    """DATAR-tiny: dims 48-96-192-384, depths 1-2-4-1, strides 8-4-2-1 (about 4 M parameters)."""
+    """DATAR-tiny: dims 48-96-192-384, depths 1-2-4-1, strides 8-4-2-1: 5.1 M parameters, 109 MMACs on (1, 100, 64)."""
     return _build(dict(dims=(48, 96, 192, 384), depths=(1, 2, 4, 1), num_heads=(2, 4, 8, 16),
                        num_groups=(1, 2, 4, 8), kv_strides=(8, 4, 2, 1), offset_kernels=(9, 7, 5, 3)), kwargs)
 
 
 @register_model
 def datar_small(**kwargs) -> DATAR:
-    """DATAR-small: dims 64-128-256-512, depths 2-2-6-2 (DAT-T's layout), strides 8-4-2-1."""
+    """DATAR-small: dims 64-128-256-512, depths 2-2-6-2 (DAT-T's layout), strides 8-4-2-1: 13.7 M parameters."""
     return _build(dict(dims=(64, 128, 256, 512), depths=(2, 2, 6, 2), num_heads=(2, 4, 8, 16),
                        num_groups=(1, 2, 4, 8), kv_strides=(8, 4, 2, 1), offset_kernels=(9, 7, 5, 3)), kwargs)
 

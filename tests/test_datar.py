@@ -33,7 +33,8 @@ def _model(**kw) -> DATAR:
 
 # ----------------------------------------------------------------------------------------------- shapes and input
 @pytest.mark.parametrize("kw", [{}, {"diff": True}, {"attn": "standard"}, {"attn": "standard", "diff": True},
-                                {"input_adaptor": False}], ids=["deform", "deform-diff", "mhsa", "mhsa-diff", "no-adaptor"])
+                                {"input_adaptor": False}],
+                         ids=["deform", "deform-diff", "mhsa", "mhsa-diff", "no-adaptor"])
 @pytest.mark.parametrize("T", [50, 333])
 def test_forward_shapes_and_finite(kw: dict, T: int) -> None:
     model = _model(**kw)
@@ -174,7 +175,8 @@ def _plain_reference_attention(layer: DeformableAttention2d, x: torch.Tensor) ->
     ky, kx = torch.meshgrid(torch.arange(Hk) * sf * 1.0, torch.arange(Wk) * st * 1.0, indexing="ij")
     dy = (qy.reshape(-1, 1) - ky.reshape(1, -1)).unsqueeze(-1)  # (Nq, Nk, 1)
     dx = (qx.reshape(-1, 1) - kx.reshape(1, -1)).unsqueeze(-1)
-    bias = layer.rpb_f(torch.sign(dy) * torch.log2(1 + dy.abs()) / 3) + layer.rpb_t(torch.sign(dx) * torch.log2(1 + dx.abs()) / 3)
+    bias = (layer.rpb_f(torch.sign(dy) * torch.log2(1 + dy.abs()) / 3)
+            + layer.rpb_t(torch.sign(dx) * torch.log2(1 + dx.abs()) / 3))
     bias = bias.permute(2, 0, 1)  # (h/G, Nq, Nk), the same for every group (same reference grid)
     bias = bias.repeat(G, 1, 1).unsqueeze(0)  # (1, h, Nq, Nk)
     if not layer.diff:
@@ -187,7 +189,8 @@ def _plain_reference_attention(layer: DeformableAttention2d, x: torch.Tensor) ->
         outs = []
         for j in range(h // 2):
             a1 = torch.softmax(q[:, 2 * j] @ k[:, 2 * j].transpose(1, 2) / math.sqrt(d) + bias[:, 2 * j], -1)
-            a2 = torch.softmax(q[:, 2 * j + 1] @ k[:, 2 * j + 1].transpose(1, 2) / math.sqrt(d) + bias[:, 2 * j + 1], -1)
+            a2 = torch.softmax(q[:, 2 * j + 1] @ k[:, 2 * j + 1].transpose(1, 2) / math.sqrt(d)
+                               + bias[:, 2 * j + 1], -1)
             v = v_flat[:, 2 * j * d:(2 * j + 2) * d].transpose(1, 2)  # (B, Nk, 2d)
             o = (a1 - lam * a2) @ v
             o = o / torch.sqrt(o.pow(2).mean(-1, keepdim=True) + 1e-5) * layer.head_norm.weight
