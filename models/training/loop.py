@@ -72,6 +72,7 @@ class TrainConfig:
     eval_window_s: float = 1.0
     eval_hop_s: float = 0.1
     val_hop_s: float = 0.5
+    val_every: int = 1
     max_val_clips: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     cache_dir: str | None = "runs/cache"
@@ -164,25 +165,52 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(cfg: TrainConfig, labels: list[str], num_mel_bins: int | None = None) -> nn.Module:
-    """Create the model (or load ``cfg.init`` and give it a new head) and prepare PEFT when asked."""
+def build_model(cfg: TrainConfig, labels: list[str]) -> nn.Module:
+    """Create the model, or rebuild ``cfg.init`` (with adapters for ``--peft``), and prepare PEFT when asked.
+
+    From a checkpoint, the only weights allowed to be missing are the new adapters' (zero-initialised, so the
+    backbone's output is unchanged) and, when the label set differs, the heads, which start fresh.
+    """
     import models
 
-    if cfg.init:
-        model, ck = models.load(cfg.init)
-        if list(ck.get("labels", [])) != list(labels):
-            model.reset_classifier(len(labels))
-            model.num_classes = len(labels)
-    else:
-        kw = {"num_classes": len(labels), **cfg.model_kwargs}
+    kw = {"num_classes": len(labels), "output_activation": cfg.output_activation, **cfg.model_kwargs}
+    if cfg.peft in ("aat", "loaa"):
+        kw.setdefault("adapter", cfg.peft)
+    if not cfg.init:
         model = models.create_model(cfg.model, **kw)
-    model.output_activation = cfg.output_activation
+    else:
+        from safetensors.torch import load_file
+
+        init = Path(cfg.init)
+        ck = json.loads((init / "config.json").read_text())
+        model = models.create_model(ck["name"], **{**ck.get("kwargs", {}), **kw})
+        state = load_file(str(init / "model.safetensors"))
+        same_labels = list(ck.get("labels") or []) == list(labels)
+        if not same_labels:
+            state = {k: v for k, v in state.items() if not k.startswith(("head.", "frame_head."))}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        allowed = ("adapter",) if same_labels else ("adapter", "head.", "frame_head.")
+        bad = [k for k in missing if not any(a in k for a in allowed)]
+        if bad or unexpected:
+            raise ValueError(f"checkpoint {init} does not fit {ck['name']}: missing {bad[:5]}, "
+                             f"unexpected {list(unexpected)[:5]}")
     if cfg.peft:
         import models.peft
 
         info = models.peft.prepare(model, cfg.peft)
-        log.info("PEFT %s: %s", cfg.peft, info)
+        log.info("PEFT %s: %d of %d parameters trainable (%.1f %%)", cfg.peft, info["trainable"], info["total"],
+                 100 * info["fraction"])
     return model
+
+
+def _num_mel_bins(cfg: TrainConfig) -> int:
+    """The model's mel bins (they set the front end) without building the full-size model twice."""
+    if cfg.init:
+        ck = json.loads((Path(cfg.init) / "config.json").read_text())
+        return int(ck.get("input", {}).get("num_mel_bins") or ck["frontend"]["num_mel_bins"])
+    if "num_mel_bins" in cfg.model_kwargs:
+        return int(cfg.model_kwargs["num_mel_bins"])
+    return int(build_model(replace(cfg, peft=None), ["x"]).num_mel_bins)
 
 
 def _loss(logits: torch.Tensor, y: torch.Tensor, activation: str, smoothing: float) -> torch.Tensor:
@@ -200,14 +228,16 @@ def _plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ep = [r["epoch"] for r in rows]
+    def col(key: str) -> list[float]:
+        return [float("nan") if r.get(key) is None else float(r[key]) for r in rows]
+
+    ep = col("epoch")
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(ep, [r["train_loss"] for r in rows], label="train loss")
-    if any(r.get("val_loss") is not None for r in rows):
-        a.plot(ep, [r.get("val_loss") for r in rows], label="val loss")
+    a.plot(ep, col("train_loss"), label="train loss")
+    a.plot(ep, col("val_loss"), "o-", label="val loss")
     a.set_xlabel("epoch"), a.set_ylabel("loss"), a.legend()
-    b.plot(ep, [r.get("val_accuracy") for r in rows], label="val accuracy")
-    b.plot(ep, [r.get("val_map") for r in rows], label="val mAP")
+    b.plot(ep, col("val_accuracy"), "o-", label="val accuracy")
+    b.plot(ep, col("val_map"), "o-", label="val mAP")
     b.set_xlabel("epoch"), b.set_ylim(0, 1), b.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -234,11 +264,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
 
-    probe = build_model(replace(cfg, peft=None), ["x"]) if not cfg.init else None
-    mel = probe.num_mel_bins if probe is not None else None
+    mel = _num_mel_bins(cfg)
     data = load_train_data(cfg, num_mel_bins=mel)
     model = build_model(cfg, data.labels).to(device)
-    del probe
     batcher = ClipBatcher(data.train_feats, data.train_labels, len(data.labels), data.frontend, cfg.augment,
                           data.noise_feats)
     n_train = len(data.train_feats)
@@ -338,9 +366,10 @@ def train(cfg: TrainConfig) -> TrainResult:
             if ema is not None:
                 saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 ema.copy_to(model)
-            if data.val_feats:
+            last_epoch = epoch + 1 == cfg.epochs
+            if data.val_feats and ((epoch + 1) % max(1, cfg.val_every) == 0 or last_epoch):
                 metrics.update(_validate(eval_model, data, cfg, device))
-            best_now = metrics.get("val_accuracy", -metrics["train_loss"])
+            best_now = metrics.get("val_accuracy", -1.0 if data.val_feats else -metrics["train_loss"])
             provenance = {"train_config": cfg.to_dict(), "epoch": epoch + 1, "step": step, "world_size": world,
                           "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                           "train_clips": n_train, "val_clips": len(data.val_feats),
@@ -380,9 +409,13 @@ def _validate(model: nn.Module, data: TrainData, cfg: TrainConfig, device: torch
     return {"val_accuracy": m["accuracy"], "val_map": m["map"], "val_loss": val_loss}
 
 
+_METRIC_KEYS = ["epoch", "step", "lr", "train_loss", "train_clips_per_s", "epoch_seconds", "val_accuracy", "val_map",
+                "val_loss", "best_val_accuracy"]
+
+
 def _append_metrics(out: Path, metrics: dict[str, Any]) -> None:
     path = out / "metrics.csv"
-    keys = list(metrics)
+    keys = _METRIC_KEYS + [k for k in metrics if k not in _METRIC_KEYS]
     new = not path.is_file()
     with open(path, "a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")

@@ -1,0 +1,121 @@
+"""``aed evaluate``: clip-level metrics on labelled clips, event-level metrics on soundscapes.
+
+Both go through an inference engine and the real-time ``Detector``, so that they measure what a user runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from apps.errors import UserError
+
+__all__ = ["register", "run"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a model: clip accuracy/mAP, event F1, PSDS, latency",
+                       description="Clip level: each clip's window scores (Detector.clip_scores) are averaged; "
+                                   "accuracy, mAP, a per-class table and a confusion-matrix PNG. Event level "
+                                   "(--soundscapes): audio streamed through the Detector in 100 ms chunks; "
+                                   "event-based F1 (200 ms onset collar, offset collar max(200 ms, 20 %)), "
+                                   "segment-based F1 (1 s), PSDS where sed_scores_eval is installed, and the "
+                                   "latency from event onset to emitted onset.")
+    p.add_argument("model", nargs="?", help="checkpoint directory, .onnx or .plan (default: the shipped model)")
+    p.add_argument("--engine", default="auto", choices=["auto", "onnxruntime", "torch", "tensorrt"])
+    p.add_argument("--threads", type=int, help="engine CPU threads")
+    p.add_argument("--data", help="clip-level data (e.g. ../shared/data/esc50); omit to skip clip level")
+    p.add_argument("--layout", choices=["esc50", "folder"], default="esc50")
+    p.add_argument("--folds", default="4", help="ESC-50 folds to evaluate (default: 4)")
+    p.add_argument("--licenses", default="all", help="ESC-50 licences to keep (default: all)")
+    p.add_argument("--window", type=float, metavar="S", help="window (default: the model's)")
+    p.add_argument("--hop", type=float, metavar="S", help="hop (default: the model's)")
+    p.add_argument("--max-clips", type=int, help="evaluate at most this many clips / soundscapes")
+    p.add_argument("--soundscapes", metavar="DIR", help="soundscape folder (audio/ + labels.tsv) for event level")
+    p.add_argument("--synthesise", type=int, metavar="N",
+                   help="first write N soundscapes into --soundscapes from --events-data (fold --folds)")
+    p.add_argument("--events-data", default="../shared/data/esc50", help="event clips for --synthesise")
+    p.add_argument("--noise-dir", default="../shared/data/noise", help="backgrounds for --synthesise")
+    p.add_argument("--seed", type=int, default=0, help="synthesis seed")
+    p.add_argument("--threshold", type=float, help="detection threshold (default: the model's)")
+    p.add_argument("-o", "--out", default="runs/evaluate", help="report directory (default: runs/evaluate)")
+    p.set_defaults(func=run)
+
+
+def _folds(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--folds expects comma-separated integers, got {text!r}") from None
+
+
+def _clip_level(det, args: argparse.Namespace, labels: list[str], out: Path) -> dict:
+    import numpy as np
+
+    from models.training.data import decode_items, load_esc50, load_folder
+    from models.training.evaluate import write_clip_report
+
+    lic = None if args.licenses.lower() == "all" else [s for s in args.licenses.split(",") if s]
+    try:
+        ds = (load_esc50(args.data, folds=_folds(args.folds), licenses=lic) if args.layout == "esc50"
+              else load_folder(args.data, labels=labels))
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(str(e)) from None
+    if ds.labels != labels:
+        raise UserError(f"the data's labels ({len(ds.labels)}) differ from the model's ({len(labels)})")
+    items = ds.items[:args.max_clips] if args.max_clips else ds.items
+    waves, kept, report = decode_items(items, det.input_rate)
+    if not kept:
+        raise UserError(f"no readable clips in {args.data}")
+    scores = np.stack([det.clip_scores(w) for w in waves])
+    targets = np.array([it.label for it in kept])
+    return write_clip_report(scores, targets, labels, out, extra={"skipped_files": report.skipped,
+                                                                 "window_s": det.window_s, "hop_s": det.hop_s})
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from engines import create_engine
+    from realtime import Detector
+    from realtime.detector import DetectorConfig
+    from realtime.config import WindowConfig
+
+    if not args.data and not args.soundscapes:
+        raise UserError("nothing to evaluate: give --data (clip level) and/or --soundscapes (event level)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    opts = {} if args.threads is None else {"threads": args.threads}
+    engine = create_engine(args.engine, args.model, **opts)
+    cfg = DetectorConfig.from_model_config(getattr(engine, "config", None) or {})
+    if args.window or args.hop:
+        cfg = replace(cfg, window=WindowConfig(args.window or cfg.window.window_s, args.hop or cfg.window.hop_s))
+    if args.threshold is not None:
+        cfg = replace(cfg, threshold=args.threshold)
+    det = Detector(engine, cfg)
+    labels = list(engine.labels)
+    summary: dict = {"model": str(args.model or "default"), "engine": getattr(engine, "name", args.engine)}
+    if args.data:
+        summary["clip"] = _clip_level(det, args, labels, out)
+    if args.soundscapes:
+        from models.training.events import evaluate_soundscapes
+
+        scapes = Path(args.soundscapes)
+        if args.synthesise:
+            from models.training.data import load_esc50
+            from models.training.synth import synthesise
+
+            noise = sorted(str(p) for p in Path(args.noise_dir).glob("*.flac")) if Path(args.noise_dir).is_dir() else []
+            if not noise:
+                raise UserError(f"no background recordings (*.flac) in {args.noise_dir}")
+            ev = load_esc50(args.events_data, folds=_folds(args.folds), licenses=None)
+            synthesise(ev, noise, scapes, args.synthesise, seed=args.seed)
+        if not (scapes / "labels.tsv").is_file():
+            raise UserError(f"no labels.tsv in {scapes} (write soundscapes with --synthesise N)")
+        res = evaluate_soundscapes(det, scapes, max_files=args.max_clips)
+        (out / "detected.json").write_text(json.dumps(res.pop("detected"), indent=1))
+        summary["events"] = res
+    engine.close()
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary, indent=1))
+    return 0
