@@ -6,7 +6,7 @@ Example:
     >>> import tempfile
     >>> from models import create_model, save, load
     >>> d = tempfile.mkdtemp()
-    >>> save(create_model("ast_test"), d, labels=[f"c{i}" for i in range(10)])
+    >>> _ = save(create_model("ast_test"), d, labels=[f"c{i}" for i in range(10)])
     >>> model, config = load(d)
     >>> config["name"], config["input"]["num_mel_bins"]
     ('ast_test', 64)
