@@ -159,30 +159,28 @@ class MicrophoneCapture:
         # (n, channels) -> (n,)
         return block[:, 0].copy() if self.channels == 1 else block.mean(axis=1, dtype=np.float32)
 
-    def abort(self) -> None:
-        """Stop at once, dropping what PortAudio still holds (for a dead or hung stream)."""
+    def _close_stream(self, abort: bool) -> None:
         self._stopping = True
         with self._lock:
             if self._stream is not None:
                 try:
-                    self._stream.abort(ignore_errors=True)
+                    if abort:
+                        self._stream.abort(ignore_errors=True)
+                    else:
+                        self._stream.stop(ignore_errors=True)
                     self._stream.close(ignore_errors=True)
                 finally:
                     self._stream = None
             if self.ring is not None and not self.ring.closed:
                 self.ring.close()
 
+    def abort(self) -> None:
+        """Stop at once, dropping what PortAudio still holds (for a dead or hung stream)."""
+        self._close_stream(abort=True)
+
     def stop(self) -> None:
-        self._stopping = True
-        with self._lock:
-            if self._stream is not None:
-                try:
-                    self._stream.stop(ignore_errors=True)
-                    self._stream.close(ignore_errors=True)
-                finally:
-                    self._stream = None
-            if self.ring is not None and not self.ring.closed:
-                self.ring.close()
+        """Stop after PortAudio has delivered what it holds; what is in the ring stays readable."""
+        self._close_stream(abort=False)
 
     @property
     def overruns(self) -> int:
