@@ -17,7 +17,9 @@ __all__ = ["LivePlots", "TRACE_COLORS"]
 
 LOG_FLOOR = float(np.log(np.finfo(np.float32).eps))      # the front end's log floor (silence)
 TRACE_COLORS = ["#4cc9f0", "#f72585", "#b5e48c", "#ffb703", "#c77dff", "#ff7f51", "#90e0ef", "#e9edc9"]
-MAX_BAR_LABELS = 40
+MAX_BAR_LABELS = 24
+MAX_ROWS = 12
+AXIS_WIDTH = 104                # room for a class name on the timeline; the same on every plot keeps x aligned
 
 
 class _Bars(pg.BarGraphItem):
@@ -66,6 +68,7 @@ class LivePlots:
         self._levels = (LOG_FLOOR, 0.0)
         self._frames_seen = 0
         self._spec_dirty = False
+        self._image_shape = None
 
         # score traces ----------------------------------------------------------------------------
         self.score_plot = self.widget.addPlot(row=1, col=0)
@@ -73,7 +76,8 @@ class LivePlots:
         self.score_plot.setYRange(0.0, 1.05, padding=0)
         self.score_plot.setMouseEnabled(x=False, y=False)
         self.score_plot.hideButtons()
-        self.legend = self.score_plot.addLegend(offset=(5, 5), labelTextSize="8pt", colCount=3)
+        self.legend = self.score_plot.addLegend(offset=(5, 5), labelTextSize="8pt", colCount=3,
+                                                brush=(16, 20, 24, 170))
         self.curves = [self.score_plot.plot([], [], pen=pg.mkPen(c, width=2)) for c in TRACE_COLORS[:self.top_k]]
         self.threshold_line = pg.InfiniteLine(pos=0.5, angle=0, pen=pg.mkPen("#e0e0e0", width=1, style=pg.QtCore.Qt
                                                                              .PenStyle.DashLine))
@@ -93,22 +97,34 @@ class LivePlots:
 
         # event timeline --------------------------------------------------------------------------
         self.timeline = self.widget.addPlot(row=2, col=0)
-        self.timeline.setLabel("bottom", "time (s)")
         self.timeline.setMouseEnabled(x=False, y=False)
         self.timeline.hideButtons()
         self.timeline.invertY(True)
         self.bars = _Bars(self._bars_painted, x0=[0.0], x1=[0.0], y0=[0.0], y1=[0.0], pen=None, brush="#2a9d8f")
         self.bars.hide()
         self.timeline.addItem(self.bars)
-        self.rows: dict[str, int] = {}
+        self.rows: dict[str, int] = {}                 # every class that has fired, in first-fired order
+        self._row_of: dict[str, int] = {}              # the rows on screen now
+        self._open_brush = pg.mkBrush("#e76f51")       # still open: grows with the stream
+        self._closed_brush = pg.mkBrush("#2a9d8f")
+        self.timeline.setTitle("events", size="9pt")
+        self._any_open = False
+        self._last_layout = -1e9
+        self._text_x: list[float] = []
+        self._bars_t = 0.0
         self._bar_texts: list[pg.TextItem] = []
 
         for p in (self.score_plot, self.timeline):
             p.setXLink(self.spec_plot)
-            p.getAxis("left").setWidth(48)
-        self.spec_plot.getAxis("left").setWidth(48)
+            p.getAxis("left").setWidth(AXIS_WIDTH)
+        self.spec_plot.getAxis("left").setWidth(AXIS_WIDTH)
         for p in (self.spec_plot, self.score_plot):
-            p.getAxis("bottom").setStyle(showValues=False)
+            p.hideAxis("bottom")
+        self.timeline.setLabel("bottom", "seconds before now")
+        for p in (self.spec_plot, self.score_plot, self.timeline):
+            p.enableAutoRange(x=False, y=False)
+        self.spec_plot.setXRange(-self.history_s, 0.0, padding=0)
+        self.spec_plot.setYRange(0, 64, padding=0)
         self.widget.ci.layout.setRowStretchFactor(0, 5)
         self.widget.ci.layout.setRowStretchFactor(1, 3)
         self.widget.ci.layout.setRowStretchFactor(2, 3)
@@ -177,25 +193,34 @@ class LivePlots:
 
     # -- drawing --------------------------------------------------------------------------------
     def redraw(self, t_now: float, records: Iterable[EventRecord], events_changed: bool) -> None:
-        """Bring every plot to ``t_now`` (session seconds, the newest audio)."""
+        """Bring every plot to ``t_now`` (session seconds of the newest audio).
+
+        The x axes are fixed at ``[-history_s, 0]`` (seconds before now) and the items slide left by a
+        transform: no axis is regenerated per frame, and data are re-sent only when they changed.
+        """
         self.t_now = t_now
         left = t_now - self.history_s
         if self._spec_dirty and self._spec is not None:
             img = self.spectrogram()
             if self._frames_seen % 50 < 5 or self._levels == (LOG_FLOOR, 0.0):
-                lo, hi = np.percentile(img[img > LOG_FLOOR + 0.5], [5, 99.7]) if (img > LOG_FLOOR + 0.5).any() \
-                    else (LOG_FLOOR, 0.0)
+                lit = img[img > LOG_FLOOR + 0.5]
+                lo, hi = np.percentile(lit, [5, 99.7]) if lit.size else (LOG_FLOOR, 0.0)
                 self._levels = (float(lo), float(max(hi, lo + 6.0)))
             self.image.setImage(img, autoLevels=False, levels=self._levels)
-            end = self._spec_t
-            self.image.setRect(pg.QtCore.QRectF(end - img.shape[0] * self.frame_shift_s, 0.0,
-                                                img.shape[0] * self.frame_shift_s, img.shape[1]))
+            if self._image_shape != img.shape:
+                self._image_shape = img.shape
+                self.image.setRect(pg.QtCore.QRectF(-img.shape[0] * self.frame_shift_s, 0.0,
+                                                    img.shape[0] * self.frame_shift_s, img.shape[1]))
+                self.spec_plot.setYRange(0, img.shape[1], padding=0)
             self._spec_dirty = False
+        if self._spec_t is not None:
+            self.image.setPos(self._spec_t - t_now, 0.0)
         if self._scores_dirty:
             self._draw_scores(left)
             self._scores_dirty = False
-        self._draw_timeline(records, left, t_now)
-        self.spec_plot.setXRange(left, t_now, padding=0)
+        for curve in self.curves:
+            curve.setPos(-t_now, 0.0)
+        self._draw_timeline(records, left, t_now, events_changed)
 
     def _draw_scores(self, left: float) -> None:
         if self._scores.shape[0] == 0:
@@ -227,38 +252,58 @@ class LivePlots:
                 curve.setData([], [])
                 self.class_lines[slot].hide()
 
-    def _draw_timeline(self, records: Iterable[EventRecord], left: float, t_now: float) -> None:
+    def _draw_timeline(self, records: Iterable[EventRecord], left: float, t_now: float, changed: bool = True) -> None:
+        self.bars.setPos(-t_now, 0.0)
+        self._bars_t = t_now
+        if not changed and not self._any_open and t_now - self._last_layout < 0.25:
+            for t, x in zip(self._bar_texts, self._text_x):
+                t.setPos(max(x, left) - t_now, t.pos().y())
+            return
+        self._last_layout = t_now
         shown = [r for r in records if (r.offset_s if r.offset_s is not None else t_now) >= left]
+        self._any_open = any(r.offset_s is None for r in shown)
         for r in shown:
-            if r.label not in self.rows:
-                self.rows[r.label] = len(self.rows)
-                axis = self.timeline.getAxis("left")
-                axis.setTicks([[(i, lab[:14]) for lab, i in self.rows.items()]])
-        self.timeline.setYRange(-0.6, max(len(self.rows), 3) - 0.4, padding=0)
+            self.rows.setdefault(r.label, len(self.rows))          # classes in the order they first fired
+        # one row per class with an event in view (the most recent MAX_ROWS of them), in first-fired order
+        active = sorted({r.label for r in shown}, key=self.rows.__getitem__)[-MAX_ROWS:]
+        if active != list(self._row_of):
+            self._row_of = {lab: i for i, lab in enumerate(active)}
+            self.timeline.getAxis("left").setTicks([[(i, lab[:14]) for lab, i in self._row_of.items()]])
+            hidden = len({r.label for r in shown}) - len(active)
+            self.timeline.setTitle(f"events ({hidden} more classes not shown)" if hidden > 0 else "events",
+                                   size="9pt")
+        self.timeline.setYRange(-0.6, max(len(active), 3) - 0.4, padding=0)
+        shown = [r for r in shown if r.label in self._row_of]
         if not shown:
             self.bars.hide()
             for t in self._bar_texts:
                 t.hide()
+            self._text_x = []
             return
         x0 = np.array([r.onset_s for r in shown])
         x1 = np.array([max(r.offset_s if r.offset_s is not None else t_now, r.onset_s + 0.02) for r in shown])
-        y = np.array([self.rows[r.label] for r in shown], dtype=float)
-        brushes = [pg.mkBrush("#e76f51" if r.offset_s is None else "#2a9d8f") for r in shown]
+        y = np.array([self._row_of[r.label] for r in shown], dtype=float)
+        brushes = [self._open_brush if r.offset_s is None else self._closed_brush for r in shown]
         self.bars.setOpts(x0=x0, x1=x1, y0=y - 0.35, y1=y + 0.35, brushes=brushes, pen=None)
         self.bars.show()
         for r in shown:
             key = (r.label, r.onset_s)
             if key not in self.painted:
                 self._unpainted.add(key)
-        last = shown[-MAX_BAR_LABELS:]
+        # a label on each bar while the rows are tall enough to read (the axis names the rows anyway)
+        last = shown[-MAX_BAR_LABELS:] if len(active) <= 10 else []
+        self._text_x = [r.onset_s for r in last]
         while len(self._bar_texts) < len(last):
             t = pg.TextItem(color="#f1faee", anchor=(0, 0.5))
             t.setZValue(5)
             self.timeline.addItem(t)
             self._bar_texts.append(t)
         for t, r in zip(self._bar_texts, last):
-            t.setText(f"{r.label} {r.peak:.2f}")
-            t.setPos(max(r.onset_s, left), self.rows[r.label])
+            text = f"{r.label} {r.peak:.2f}"
+            if getattr(t, "_shown_text", None) != text:          # setText re-lays out HTML: only on change
+                t.setText(text)
+                t._shown_text = text
+            t.setPos(max(r.onset_s, left) - t_now, self._row_of[r.label])
             t.show()
         for t in self._bar_texts[len(last):]:
             t.hide()
@@ -274,6 +319,10 @@ class LivePlots:
         """The bars drawn now: (label, x0, x1)."""
         if not self.bars.isVisible():
             return []
-        inv = {i: lab for lab, i in self.rows.items()}
+        inv = {i: lab for lab, i in self._row_of.items()}
         o = self.bars.opts
         return [(inv[int(round(y0 + 0.35))], float(a), float(b)) for a, b, y0 in zip(o["x0"], o["x1"], o["y0"])]
+
+    def bar_screen_x(self) -> float:
+        """The x shift applied to the bars now (``-t_now``): bar x on screen = session time + this."""
+        return float(self.bars.pos().x())

@@ -20,18 +20,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-from PySide6 import QtCore, QtGui, QtWidgets
+from PySide6 import QtCore, QtWidgets
 
-from apps.monitor.plots import LivePlots
+from apps.monitor.layout import ENGINE_KINDS, WindowLayout  # noqa: F401 - re-exported
 from apps.monitor.worker import EventLog, MonitorWorker
 
-__all__ = ["MonitorWindow", "MonitorOptions"]
+__all__ = ["MonitorWindow", "MonitorOptions", "ENGINE_KINDS"]
 
 log = logging.getLogger(__name__)
-
-ENGINE_KINDS = ("auto", "onnxruntime", "torch", "tensorrt")
-
 
 @dataclass
 class MonitorOptions:
@@ -73,7 +69,7 @@ def _default_open_engine(kind: str, path: str | None):
     return create_engine(kind, path or None, threads=1)
 
 
-class MonitorWindow(QtWidgets.QMainWindow):
+class MonitorWindow(WindowLayout, QtWidgets.QMainWindow):
     """Live spectrogram, score traces, event timeline and event list around a :class:`MonitorWorker`.
 
     Args:
@@ -104,6 +100,7 @@ class MonitorWindow(QtWidgets.QMainWindow):
         self.gui_cpu_s = 0.0                           # thread CPU spent in timer ticks
         self.ticks = 0
         self.event_seen_at: dict[tuple[str, float], float] = {}    # perf_counter when the GUI took the onset
+        self.event_posted_at: dict[tuple[str, float], float] = {}  # perf_counter when the worker posted it
         self.last_summary: dict[str, Any] | None = None
         self._t_audio = 0.0
         self._level = (-120.0, -120.0)
@@ -122,156 +119,6 @@ class MonitorWindow(QtWidgets.QMainWindow):
         self._debounce.timeout.connect(self.apply_settings)
         if engine is not None:
             self._set_engine(engine, self.options.model_path or "", keep_ui=True)
-
-    # ------------------------------------------------------------------------------------------
-    # layout
-    # ------------------------------------------------------------------------------------------
-    def _build_ui(self) -> None:
-        central = QtWidgets.QWidget()
-        outer = QtWidgets.QVBoxLayout(central)
-        outer.setContentsMargins(6, 6, 6, 2)
-        self.banner = QtWidgets.QLabel()
-        self.banner.setWordWrap(True)
-        self.banner.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.banner.setStyleSheet("background:#7f1d1d; color:white; padding:6px; border-radius:3px;")
-        self.banner.hide()
-        outer.addWidget(self.banner)
-
-        row1 = QtWidgets.QHBoxLayout()
-        row1.addWidget(QtWidgets.QLabel("Input"))
-        self.device_combo = QtWidgets.QComboBox()
-        self.device_combo.setMinimumWidth(260)
-        self._fill_devices()
-        self.device_combo.activated.connect(self._device_changed)
-        row1.addWidget(self.device_combo)
-        self.start_button = QtWidgets.QPushButton("Start")
-        self.start_button.clicked.connect(self.toggle)
-        row1.addWidget(self.start_button)
-        row1.addSpacing(16)
-        row1.addWidget(QtWidgets.QLabel("Threshold"))
-        self.threshold_slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
-        self.threshold_slider.setRange(1, 99)
-        self.threshold_slider.setMinimumWidth(140)
-        self.threshold_slider.valueChanged.connect(self._threshold_moved)
-        row1.addWidget(self.threshold_slider)
-        self.threshold_label = QtWidgets.QLabel("0.50")
-        row1.addWidget(self.threshold_label)
-        row1.addSpacing(16)
-        row1.addWidget(QtWidgets.QLabel("Window"))
-        self.window_spin = QtWidgets.QDoubleSpinBox(decimals=2, minimum=0.5, maximum=10.0, singleStep=0.1,
-                                                    suffix=" s")
-        row1.addWidget(self.window_spin)
-        row1.addWidget(QtWidgets.QLabel("Hop"))
-        self.hop_spin = QtWidgets.QDoubleSpinBox(decimals=2, minimum=0.01, maximum=10.0, singleStep=0.05, suffix=" s")
-        row1.addWidget(self.hop_spin)
-        for spin in (self.window_spin, self.hop_spin):
-            spin.valueChanged.connect(self._settings_changed)
-        row1.addStretch(1)
-        outer.addLayout(row1)
-
-        row2 = QtWidgets.QHBoxLayout()
-        row2.addWidget(QtWidgets.QLabel("Class"))
-        self.class_combo = QtWidgets.QComboBox()
-        self.class_combo.setEditable(True)
-        self.class_combo.setInsertPolicy(QtWidgets.QComboBox.InsertPolicy.NoInsert)
-        self.class_combo.setMinimumWidth(160)
-        row2.addWidget(self.class_combo)
-        self.class_spin = QtWidgets.QDoubleSpinBox(decimals=2, minimum=0.01, maximum=0.99, singleStep=0.05, value=0.5)
-        row2.addWidget(self.class_spin)
-        set_button = QtWidgets.QPushButton("Override")
-        set_button.clicked.connect(self._set_override)
-        row2.addWidget(set_button)
-        clear_button = QtWidgets.QPushButton("Clear")
-        clear_button.clicked.connect(self._clear_override)
-        row2.addWidget(clear_button)
-        self.overrides_label = QtWidgets.QLabel("no per-class overrides")
-        self.overrides_label.setStyleSheet("color:#666;")
-        row2.addWidget(self.overrides_label, 1)
-        row2.addWidget(QtWidgets.QLabel("Engine"))
-        self.engine_combo = QtWidgets.QComboBox()
-        self.engine_combo.addItems(ENGINE_KINDS)
-        self.engine_combo.setCurrentText(self.options.engine_kind)
-        row2.addWidget(self.engine_combo)
-        self.model_edit = QtWidgets.QLineEdit(self.options.model_path or "")
-        self.model_edit.setPlaceholderText("model: checkpoint dir, .onnx or .plan (empty: the shipped default)")
-        self.model_edit.setMinimumWidth(260)
-        row2.addWidget(self.model_edit)
-        browse = QtWidgets.QPushButton("Browse…")
-        browse.clicked.connect(self._browse_model)
-        row2.addWidget(browse)
-        load = QtWidgets.QPushButton("Load")
-        load.clicked.connect(lambda: self.load_model(self.engine_combo.currentText(), self.model_edit.text()))
-        row2.addWidget(load)
-        outer.addLayout(row2)
-
-        split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
-        self.plots = LivePlots(history_s=self.options.history_s, top_k=self.options.top_k)
-        split.addWidget(self.plots.widget)
-        side = QtWidgets.QWidget()
-        side_layout = QtWidgets.QVBoxLayout(side)
-        side_layout.setContentsMargins(0, 0, 0, 0)
-        side_layout.addWidget(QtWidgets.QLabel("Recent events"))
-        self.table = QtWidgets.QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["time", "label", "duration", "peak"])
-        self.table.verticalHeader().hide()
-        self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.horizontalHeader().setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.Stretch)
-        self.table.setColumnWidth(0, 96)
-        self.table.setColumnWidth(2, 66)
-        self.table.setColumnWidth(3, 50)
-        side_layout.addWidget(self.table, 1)
-        buttons = QtWidgets.QHBoxLayout()
-        copy = QtWidgets.QPushButton("Copy TSV")
-        copy.clicked.connect(self.copy_events)
-        save = QtWidgets.QPushButton("Save TSV…")
-        save.clicked.connect(self._save_dialog)
-        buttons.addWidget(copy)
-        buttons.addWidget(save)
-        side_layout.addLayout(buttons)
-        split.addWidget(side)
-        split.setStretchFactor(0, 4)
-        split.setStretchFactor(1, 1)
-        split.setSizes([1000, 340])
-        outer.addWidget(split, 1)
-        self.setCentralWidget(central)
-        QtGui.QShortcut(QtGui.QKeySequence.StandardKey.Copy, self.table, activated=self.copy_events)
-
-        bar = self.statusBar()
-        self.level_meter = QtWidgets.QProgressBar()
-        self.level_meter.setRange(-60, 0)
-        self.level_meter.setFixedWidth(170)
-        self.level_meter.setFormat("level – dBFS")
-        bar.addWidget(self.level_meter)
-        self.stage_label = QtWidgets.QLabel("features – · inference – · post – ms")
-        self.count_label = QtWidgets.QLabel("overruns 0 · dropped 0")
-        self.engine_label = QtWidgets.QLabel("no engine")
-        self.state_label = QtWidgets.QLabel("stopped")
-        for w in (self.stage_label, self.count_label, self.engine_label, self.state_label):
-            bar.addWidget(w)
-
-    def _fill_devices(self) -> None:
-        self.device_combo.clear()
-        if self.options.source:
-            self.device_combo.addItem(f"file: {Path(self.options.source).name}", ("file", self.options.source))
-        self.device_combo.addItem("default input", ("device", None))
-        try:
-            from realtime.capture import list_input_devices
-
-            for d in list_input_devices():
-                self.device_combo.addItem(f"{d['index']}: {d['name']} ({d['hostapi']})", ("device", d["index"]))
-        except Exception as e:  # noqa: BLE001 - no PortAudio / no devices: say so, keep the file input
-            self.device_combo.addItem(f"(no audio devices: {e})", ("none", None))
-        dev = self.options.device
-        if dev is not None and not self.options.source:
-            for i in range(self.device_combo.count()):
-                kind, value = self.device_combo.itemData(i)
-                if kind == "device" and (value == dev or (isinstance(dev, str) and dev in self.device_combo.itemText(i))):
-                    self.device_combo.setCurrentIndex(i)
-                    break
-            else:
-                self.device_combo.addItem(f"device {dev}", ("device", dev))
-                self.device_combo.setCurrentIndex(self.device_combo.count() - 1)
 
     # ------------------------------------------------------------------------------------------
     # errors and state
@@ -497,6 +344,8 @@ class MonitorWindow(QtWidgets.QMainWindow):
             elif m.kind == "level":
                 self._level = max(self._level, m.data)
             elif m.kind == "event":
+                if m.data.kind == "onset":
+                    self.event_posted_at.setdefault((m.data.label, m.data.onset_s), m.at)
                 self._take_event(m.data)
             elif m.kind == "swapped":
                 self.plots.set_labels(m.data.labels)
@@ -537,7 +386,7 @@ class MonitorWindow(QtWidgets.QMainWindow):
         self._level = (-120.0, -120.0)
         if rms > -120.0:
             self.level_meter.setValue(int(max(-60, min(0, rms))))
-            self.level_meter.setFormat(f"rms {rms:.0f} / peak {peak:.0f} dBFS")
+            self.level_label.setText(f"level {rms:.0f} dBFS (peak {peak:.0f})")
         st = self.worker.status()
         ms = st["stage_ms"]
         if ms:

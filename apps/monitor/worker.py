@@ -31,7 +31,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -50,12 +50,14 @@ class Message:
     ``kind`` is one of ``frames`` (data: raw log-mel ``(n, F)``, t: session time of the last frame's end),
     ``scores`` (data: ``(C,)``, t: window end), ``event`` (data: :class:`Event` in session time),
     ``level`` (data: ``(rms_dbfs, peak_dbfs)``, t: block end), ``swapped`` (data: the new detector),
-    ``error`` (data: message text) and ``finished`` (data: the runner's summary dict).
+    ``error`` (data: message text) and ``finished`` (data: the runner's summary dict). ``at`` is the
+    ``perf_counter`` time it was posted.
     """
 
     kind: str
     t: float
     data: Any = None
+    at: float = field(default_factory=time.perf_counter)     # when it was posted (latency measurements)
 
 
 def _dbfs(x: float) -> float:
