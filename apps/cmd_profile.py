@@ -127,6 +127,7 @@ def run(args) -> int:
     kinds, windows, hops = _check(args)
     trigger = args.trigger if args.trigger != "auto" else ("model" if args.events else "loudness")
     specs, model_path = _open_engines(args, kinds, trigger)
+    source = None
     try:
         model_window = next((s.engine.config.get("window") for s in specs
                              if isinstance(getattr(s.engine, "config", None), dict) and s.engine.config.get("window")),
@@ -201,5 +202,7 @@ def run(args) -> int:
             print(f"report written to {paths['markdown'].parent}", file=sys.stderr)
         return 130 if result.interrupted else 0
     finally:
+        if source is not None and getattr(source, "live", False):
+            source.stop()
         for s in specs:
             s.engine.close()

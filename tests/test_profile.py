@@ -108,8 +108,10 @@ def test_stage_timings_add_up_to_the_measured_total(realtime_run):
         totals = np.array([c["end"] - c["start"] for c in s.chunks])
         stages = np.array([sum(c["stages"].values()) for c in s.chunks])
         assert np.all(stages <= totals + 1e-6)                      # stages are nested inside the chunk timing
-        # what is not in a stage is glue (argument checks, list building): small against the stages
-        assert stages.sum() == pytest.approx(totals.sum(), rel=0.35, abs=5e-3), (stages.sum(), totals.sum())
+        other = np.array([c["other"] for c in s.chunks])            # reported as its own line: stages + other = total
+        assert stages + other == pytest.approx(totals, abs=1e-9)
+        # what is in no stage is glue (input checks, timer overhead): the stages must still carry most of the time
+        assert stages.sum() == pytest.approx(totals.sum(), rel=0.5), (stages.sum(), totals.sum())
         cost = s.cost()
         assert cost["rtf"] == pytest.approx(stages.sum() / s.audio_s)
         assert cost["windows"] == s.detector.windows_scored > 0
@@ -182,3 +184,38 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, fragment, capsys):
     assert main(["profile", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("aed profile: error:") and fragment in err[0], err
+
+
+@pytest.mark.audio
+def test_mic_source_times_a_burst_played_into_the_virtual_microphone(pulse):
+    from apps.profiler.core import MicSource
+
+    src = MicSource(slots=1, window_s=1.0, hop_s=0.1, samplerate=48000, block_s=0.02)
+    res = Profiler([EngineSpec("reference", LoudnessReference())], src).run()
+    s = res.sessions[0]
+    assert s.detector.input_rate == 48000 and res.capture["rate"] == 48000
+    assert len(s.latencies) == 1, (s.missed, s.emitted)
+    lat = s.latencies[0]
+    assert lat["total"] == pytest.approx(sum(lat[p] for p in LATENCY_PARTS), abs=1e-9)
+    assert 0 <= lat["hop_wait"] <= 0.1 + 0.016 and lat["compute"] >= 0
+    iv = np.asarray(res.capture["callback_intervals_s"])
+    assert iv.size > 10 and np.median(iv) == pytest.approx(0.02, abs=0.01)     # 20 ms blocks, give or take
+
+
+def test_cli_file_source_with_ground_truth_and_a_window_sweep(tmp_path):
+    import soundfile as sf
+
+    from tests.audio_helpers import tone_burst
+
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, tone_burst(16000, 3.0, 1.63, 0.4), 16000)
+    tsv = tmp_path / "truth.tsv"
+    tsv.write_text("filename\tonset\toffset\tevent_label\nclip.wav\t1.63\t2.03\tdog\n")
+    rc = main(["profile", "--engines", "loudness", "--source", str(wav), "--events", str(tsv), "--window", "0.5,1",
+               "--quiet", "--report", str(tmp_path / "r")])
+    assert rc == 0
+    data = json.loads((tmp_path / "r" / "profile.json").read_text())
+    assert [s["label"] for s in data["sessions"]] == ["loudness w0.5/h0.1", "loudness w1/h0.1"]
+    for s in data["sessions"]:
+        (lat,) = s["raw"]["latencies"]
+        assert lat["t_s"] == pytest.approx(1.63) and 0 <= lat["hop_wait"] <= 0.116

@@ -119,6 +119,7 @@ class Session:
         out["inference_per_window"] = summarize(per_win)
         out["post_per_window"] = summarize(self.detector.timer.samples.get("post", []))
         out["frontend_per_hop"] = summarize(self.frontend_per_hop())
+        out["other_per_chunk"] = summarize([c["other"] for c in self.chunks])
         out["chunk_total"] = summarize([c["end"] - c["start"] for c in self.chunks])
         return out
 
@@ -138,6 +139,7 @@ class Session:
     def cost(self) -> dict[str, Any]:
         tot = {st: sum(c["stages"].get(st, 0.0) for c in self.chunks) for st in STAGES}
         compute = sum(tot.values())
+        tot["other"] = sum(c["other"] for c in self.chunks)
         a = self.audio_s or float("nan")
         late = sum(1 for c in self.chunks if c["start"] - c["due"] > self.detector.hop_s)
         return {"audio_s": self.audio_s, "windows": self.detector.windows_scored,
@@ -181,16 +183,18 @@ class Profiler:
         clock: wall clock (default :class:`RealClock`).
         pace: replay at real-time pace (False only for tests with a fake clock).
         threshold, min_duration_s: detector settings.
+        warmup: run a few inferences per session before measuring.
         on_progress: called after every segment with ``(done, total, sessions)``.
     """
 
     def __init__(self, engines: Sequence[EngineSpec], source: Any, windows: Sequence[float] = (1.0,),
                  hops: Sequence[float] = (0.1,), clock: Clock | None = None, threshold: float | None = None,
-                 min_duration_s: float | None = None,
+                 min_duration_s: float | None = None, warmup: bool = True,
                  on_progress: Callable[[int, int, list[Session]], None] | None = None):
         self.clock = clock or RealClock()
         self.source = source
         self.on_progress = on_progress
+        self.warmup = warmup
         self._stop = False
         self._segment = 0
         self.sessions: list[Session] = []
@@ -212,6 +216,14 @@ class Profiler:
                                 Detector(eng, cfg))
                     s.rss_after_load_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                     self.sessions.append(s)
+
+    def warm_up(self, calls: int = 3) -> None:
+        """A few inferences per session at its window length, so first-call costs stay out of the figures."""
+        for s in self.sessions:
+            det = s.detector
+            x = np.zeros((1, det.T, det.config.frontend.num_mel_bins), np.float32)   # (B, T, F)
+            for _ in range(calls):
+                det.engine.infer(x)
 
     def stop(self) -> None:
         """Ask the run to end after the current block (safe from a signal handler or another thread)."""
@@ -239,7 +251,8 @@ class Profiler:
         s.audio_s += block.shape[0] / det.input_rate
         stages = {st: float(sum(samples.get(st, [])[before[st]:])) for st in STAGES}
         s.chunks.append({"due": due, "start": start, "end": end, "wait": wait, "windows": len(wins),
-                         "n": int(block.shape[0]), "seg": self._segment, "stages": stages})
+                         "n": int(block.shape[0]), "seg": self._segment, "stages": stages,
+                         "other": (end - start) - sum(stages.values())})   # checks, timer overhead, glue
 
     # -- the run -----------------------------------------------------------------------------------------------
     def _paced_segment(self, s: Session, k: int) -> dict:
@@ -286,6 +299,8 @@ class Profiler:
         """Replay every segment to every session (rotating the order each segment); Ctrl-C ends cleanly."""
         src = self.source
         n = len(self.sessions)
+        if self.warmup:
+            self.warm_up()
         total = src.n_segments * n
         wall0, cpu0 = self.clock.now(), time.process_time()
         segs: dict[int, list[dict]] = {i: [] for i in range(n)}

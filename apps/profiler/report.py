@@ -120,7 +120,11 @@ def machine_info() -> dict[str, Any]:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:
         affinity = os.cpu_count()
-    return {"cpu": cpu, "cores": os.cpu_count(), "cores_usable": affinity, "platform": platform.platform(),
+    try:
+        load = [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        load = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "cores_usable": affinity, "loadavg_1_5_15min": load, "platform": platform.platform(),
             "python": sys.version.split()[0], "machine": platform.machine()}
 
 
@@ -183,7 +187,8 @@ def markdown(data: dict[str, Any], plots: list[str]) -> str:
     """A readable summary of :func:`to_json`'s output."""
     cfg, m = data["config"], data["machine"]
     lines = ["# aed profile", ""]
-    lines += [f"- Machine: {m['cpu']}, {m['cores']} cores ({m['cores_usable']} usable), {m['platform']}",
+    lines += [f"- Machine: {m['cpu']}, {m['cores']} cores ({m['cores_usable']} usable), {m['platform']}; load "
+              f"average at the end (1/5/15 min): {m.get('loadavg_1_5_15min')}",
               f"- Versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()),
               f"- Source: `{data['source']}`; wall {data['wall_s']:.1f} s; process CPU {data['process_cpu_s']:.1f} s "
               f"({100 * data['process_cpu_share']:.0f} % of one core over the run, all sessions); peak RSS "
@@ -218,8 +223,10 @@ def markdown(data: dict[str, Any], plots: list[str]) -> str:
         ok = "-" if share is None else ("met" if share < 0.05 else "missed")
         lines.append(f"| {s['label']} | {c['windows_per_s']:.1f} | {c['rtf']:.4f} | {_pct(share)} | {ok} | "
                      f"{_pct(c['cpu_share'])} | {c['late_chunks']} | {s['rss_after_load_kb'] / 1024:.0f} |")
-    lines += ["", "RTF = processing time / audio time (all stages). CPU share = CPU time of the detector thread / "
-              "audio time. Late chunks = chunks started more than one hop after they were due.", "",
+    lines += ["", "RTF = processing time / audio time (all stages, wall clock). Front end + inference = resample, "
+              "features, window assembly and inference wall time / audio time. CPU share = CPU time of the detector "
+              "thread (everything it did) / audio time: on a machine shared with other work, wall-clock stage times "
+              "include time the thread waited for a core, CPU time does not. Late chunks = chunks started more than one hop after they were due.", "",
               "## Stages (ms)", "", "| session | stage | count | p50 | p95 | p99 | max | mean |",
               "|---|---|---|---|---|---|---|---|"]
     for s in data["sessions"]:
@@ -227,7 +234,9 @@ def markdown(data: dict[str, Any], plots: list[str]) -> str:
             lines.append(f"| {s['label']} | {name} | {v['count']} | " + " | ".join(
                 _ms(v[k]) for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms")) + " |")
     lines += ["", "resample / features / windows are per chunk (capture block); inference and post per window; "
-              "ring_wait is the time the worker waited for the next block."]
+              "ring_wait is the time the worker waited for the next block; other_per_chunk is the chunk's processing time "
+              "outside the named stages (input checks, timer overhead, Python glue), so that the stages plus other "
+              "equal the measured total."]
     cap = data.get("capture") or {}
     if cap.get("callback_interval"):
         lines += ["", "## Capture", "", "| measure | count | p50 | p95 | p99 | max |", "|---|---|---|---|---|---|"]
@@ -323,7 +332,7 @@ def _plots(data: dict[str, Any], out: Path) -> list[str]:
     a1.set_title("Onset latency, stacked by part")
     a1.legend(fontsize=8)
     bottom = np.zeros(len(sessions))
-    for k, st in enumerate(("resample", "features", "windows", "inference", "post")):
+    for k, st in enumerate(("resample", "features", "windows", "inference", "post", "other")):
         v = np.array([1e3 * s["cost"]["stage_totals_s"][st] / max(s["cost"]["audio_s"], 1e-9) for s in sessions])
         a2.bar(x, v, bottom=bottom, label=st, color=colors[(k + 4) % len(colors)])
         bottom += v

@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -218,6 +219,12 @@ class MicSource:
         self.rate = self.capture.samplerate
         self.blocksize = max(1, int(self.block_s * self.rate))
         self.read_total = 0
+        t_end = time.perf_counter() + 10.0
+        while time.perf_counter() < t_end:                    # wait until the device delivers audio
+            first = self.capture.read(timeout=0.5)
+            if first.shape[0]:
+                self.read_total += first.shape[0]
+                break
 
     def stop(self) -> None:
         if self.capture is not None:
