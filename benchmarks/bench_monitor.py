@@ -185,7 +185,8 @@ def write(out: Path, result: dict) -> None:
         f"Command: `{result['command']}`", "",
         "## GUI thread CPU at 30 fps while detecting", "",
         f"Engine: {g['engine']} on `{g['model']}` ({g['classes']} classes; inference p50 {g['inference_ms_p50']} ms "
-        f"per window, hop 0.1 s), real ESC-50 recordings replayed at real-time pace for {g['seconds']} s.", "",
+        f"per window, hop 0.1 s), real ESC-50 recordings replayed at real-time pace for {g['seconds']} s."
+        + (f" Model: {result['model_note']}." if result.get("model_note") else ""), "",
         "| measure | value |", "|---|---|",
         f"| GUI thread CPU (all its work: timer, layout, paint), share of one core | **{100 * g['gui_thread_cpu_share']:.1f} %** (target < 25 %) |",
         f"| of which the 30 fps timer's drain + plot updates | {100 * g['gui_timer_work_share']:.1f} % |",
@@ -224,6 +225,7 @@ def main() -> None:
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--bursts", type=int, default=8)
     ap.add_argument("--out", default="benchmarks/results/monitor")
+    ap.add_argument("--model-note", default="", help="one line on where the model came from (recorded)")
     args = ap.parse_args()
     import PySide6
     import pyqtgraph
@@ -233,7 +235,7 @@ def main() -> None:
     result = {
         "date": time.strftime("%Y-%m-%d"), "host": platform.platform(), "cpus": os.cpu_count(),
         "qt_platform": os.environ.get("QT_QPA_PLATFORM"), "pyside6": PySide6.__version__,
-        "pyqtgraph": pyqtgraph.__version__, "command": " ".join(["python", *sys.argv]),
+        "pyqtgraph": pyqtgraph.__version__, "command": " ".join(["python", *sys.argv]), "model_note": args.model_note,
         "gui_cpu": gui_cpu(app, args.model, args.engine, args.seconds, args.fps),
         "latency": latency(app, args.bursts),
     }
