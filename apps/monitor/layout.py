@@ -133,6 +133,7 @@ class WindowLayout:
         bar = self.statusBar()
         self.level_meter = QtWidgets.QProgressBar()
         self.level_meter.setRange(-60, 0)
+        self.level_meter.setValue(-60)
         self.level_meter.setFixedWidth(110)
         self.level_meter.setTextVisible(False)
         self.level_label = QtWidgets.QLabel("level – dBFS")

@@ -108,6 +108,7 @@ class LivePlots:
         self._open_brush = pg.mkBrush("#e76f51")       # still open: grows with the stream
         self._closed_brush = pg.mkBrush("#2a9d8f")
         self.timeline.setTitle("events", size="9pt")
+        self.timeline.getAxis("left").setTicks([[]])     # rows are named when classes fire
         self._any_open = False
         self._last_layout = -1e9
         self._text_x: list[float] = []
