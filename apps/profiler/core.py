@@ -101,7 +101,6 @@ class Session:
     unmeasured: list[float] = field(default_factory=list)     # detected across a segment boundary: not timed
     audio_s: float = 0.0
     cpu_s: float = 0.0
-    rss_after_load_kb: int = 0
 
     @property
     def label(self) -> str:
@@ -214,7 +213,6 @@ class Profiler:
                     cfg = DetectorConfig(**{**base.__dict__, **over})
                     s = Session(spec.kind, getattr(eng, "name", type(eng).__name__), spec.trigger, w, h,
                                 Detector(eng, cfg))
-                    s.rss_after_load_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                     self.sessions.append(s)
 
     def warm_up(self, calls: int = 3) -> None:

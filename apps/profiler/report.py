@@ -145,7 +145,7 @@ def versions() -> dict[str, str]:
 
 def _clean(x: Any) -> Any:
     if isinstance(x, float):
-        return None if math.isnan(x) or math.isinf(x) else x
+        return None if math.isnan(x) or math.isinf(x) else round(x, 7)      # 0.1 us is plenty
     if isinstance(x, dict):
         return {str(k): _clean(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -161,7 +161,7 @@ def to_json(result: ProfileResult, config: dict[str, Any]) -> dict[str, Any]:
     for s in result.sessions:
         sessions.append({
             "label": s.label, "kind": s.kind, "engine": s.engine_name, "trigger": s.trigger,
-            "window_s": s.window_s, "hop_s": s.hop_s, "rss_after_load_kb": s.rss_after_load_kb,
+            "window_s": s.window_s, "hop_s": s.hop_s,
             "cost": s.cost(), "stages": s.stage_summary(), "latency": s.latency_summary(),
             "raw": {"latencies": s.latencies, "missed_onsets_s": s.missed, "onsets_emitted": s.emitted,
                     "chunks": s.chunks, "timer": s.stage_samples(), "frontend_per_hop_s": s.frontend_per_hop()},
@@ -215,14 +215,14 @@ def markdown(data: dict[str, Any], plots: list[str]) -> str:
               "windows until the onset is emitted: model needing more of the event, hysteresis), buffering "
               "(capture block, resampler, queueing), compute (the chunk's processing up to the emitted onset).",
               "", "## Cost", "",
-              "| session | windows/s | RTF | front end + inference | target < 5 % | CPU share | late chunks | "
-              "RSS after load (MiB) |", "|---|---|---|---|---|---|---|---|"]
+              "| session | windows/s | RTF | front end + inference | target < 5 % | CPU share | late chunks |",
+              "|---|---|---|---|---|---|---|"]
     for s in data["sessions"]:
         c = s["cost"]
         share = c["frontend_inference_share"]
         ok = "-" if share is None else ("met" if share < 0.05 else "missed")
         lines.append(f"| {s['label']} | {c['windows_per_s']:.1f} | {c['rtf']:.4f} | {_pct(share)} | {ok} | "
-                     f"{_pct(c['cpu_share'])} | {c['late_chunks']} | {s['rss_after_load_kb'] / 1024:.0f} |")
+                     f"{_pct(c['cpu_share'])} | {c['late_chunks']} |")
     lines += ["", "RTF = processing time / audio time (all stages, wall clock). Front end + inference = resample, "
               "features, window assembly and inference wall time / audio time. CPU share = CPU time of the detector "
               "thread (everything it did) / audio time: on a machine shared with other work, wall-clock stage times "
@@ -353,7 +353,7 @@ def write_report(result: ProfileResult, directory: str | os.PathLike, config: di
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     data = to_json(result, config)
-    (out / "profile.json").write_text(json.dumps(data, indent=1, allow_nan=False))
+    (out / "profile.json").write_text(json.dumps(data, separators=(",", ":"), allow_nan=False))
     plots = _plots(data, out)
     (out / "profile.md").write_text(markdown(data, plots))
     return {"json": out / "profile.json", "markdown": out / "profile.md", **{p: out / p for p in plots}}
