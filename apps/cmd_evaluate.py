@@ -73,6 +73,17 @@ def _clip_level(det, args: argparse.Namespace, labels: list[str], out: Path) -> 
                                                                  "window_s": det.window_s, "hop_s": det.hop_s})
 
 
+def _no_nan(obj):
+    """NaN (an undefined metric, e.g. F1 with no detection) becomes null, so that the report is valid JSON."""
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_no_nan(v) for v in obj]
+    return obj
+
+
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -116,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         (out / "detected.json").write_text(json.dumps(res.pop("detected"), indent=1))
         summary["events"] = res
     engine.close()
+    summary = _no_nan(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
     return 0

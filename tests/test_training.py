@@ -319,3 +319,23 @@ def test_cli_bad_input_is_one_line_exit_2(capsys, tmp_path):
     assert len(err) == 1 and "unknown model 'no_such_model'" in err[0]
     assert main(["evaluate", "--engine", "torch"]) == 2
     assert "nothing to evaluate" in capsys.readouterr().err
+
+
+def test_attribution_lists_the_cc_by_clips_used(tmp_path):
+    from models.training.attribution import license_entries, write_attribution
+
+    lic = tmp_path / "LICENSE.txt"
+    lic.write_text("101 - Dog:\n"
+                   "- [1-100032-A.ogg]: clip derived from rose_bark.wav (http://www.freesound.org/people/nfrae/sounds/"
+                   "100032/) by nfrae [CC0]\n"
+                   "- [1-4211-A.ogg]:  clip derived from fire.crackling.mp3 (http://www.freesound.org/people/dobroide/"
+                   "sounds/4211/) by dobroide [CC-BY]\n")
+    assert license_entries(lic)["1-4211-A"].author == "dobroide"
+    counts = write_attribution(lic, ["1-100032-A-0.flac", "1-4211-A-12.flac"], tmp_path / "ATTRIBUTION.md", "T")
+    text = (tmp_path / "ATTRIBUTION.md").read_text()
+    assert counts == {"CC0": 1, "CC-BY": 1}
+    assert "dobroide" in text and "1-4211-A-12.flac" in text and "nfrae" not in text
+    if (ESC50 / "LICENSE.txt").is_file():  # every shippable clip of the real data set has an entry
+        entries = license_entries(ESC50 / "LICENSE.txt")
+        for it in load_esc50(ESC50).items:
+            assert entries[it.path.stem.rsplit("-", 1)[0]].license == it.license

@@ -144,14 +144,20 @@ def psds(traces: dict[str, tuple[np.ndarray, np.ndarray]], reference: Sequence[S
         if len(t) == 0:
             continue
         bounds = np.concatenate([[max(0.0, t[0] - hop_s)], t])  # window k scores the hop that ends at t[k]
-        scores[key] = create_score_dataframe(s, bounds[:-1], bounds[1:], event_classes=list(labels))
+        scores[key] = create_score_dataframe(np.array(s, dtype=np.float64), np.array(bounds, dtype=np.float64),
+                                             event_classes=list(labels))
     gt = {Path(f).stem: [] for f in durations}
     for r in reference:
         gt[Path(r.filename).stem].append((r.onset, r.offset, r.event_label))
     dur = {Path(f).stem: d for f, d in durations.items()}
-    value, *_ = intersection_based.psds(scores=scores, ground_truth=gt, audio_durations=dur, dtc_threshold=0.7,
-                                        gtc_threshold=0.7, cttc_threshold=None, alpha_ct=0.0, alpha_st=1.0,
-                                        unit_of_time="hour", max_efpr=100.0)
+    try:
+        value, *_ = intersection_based.psds(scores=scores, ground_truth=gt, audio_durations=dur, dtc_threshold=0.7,
+                                            gtc_threshold=0.7, cttc_threshold=None, alpha_ct=0.0, alpha_st=1.0,
+                                            unit_of_time="hour", max_efpr=100.0)
+    except (ValueError, TypeError) as e:
+        # sed_scores_eval 0.0.4's Cython kernels reject the read-only arrays that pandas >= 3 hands out
+        log.warning("sed_scores_eval failed to compute PSDS: %s", e)
+        return {"psds1": None, "psds_note": f"sed_scores_eval failed: {e}"}
     return {"psds1": float(value)}
 
 

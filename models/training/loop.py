@@ -312,6 +312,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                                                      "frontend": data.frontend.to_dict()}, indent=1))
     fps = data.frontend.frames_per_second
     metrics: dict[str, Any] = {}
+    t_loop = time.time()  # ETA: training time of this process only (no data loading, no earlier run)
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
@@ -349,8 +350,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             loss_sum += loss.item()
             if bar is not None:
                 el = time.time() - t0
-                done_all = step - start_epoch * steps_per_epoch
-                eta = (time.time() - t_start) / max(1, done_all) * (total_steps - step)
+                done_here = step - start_epoch * steps_per_epoch
+                eta = (time.time() - t_loop) / max(1, done_here) * (total_steps - step)
                 bar.set_postfix(loss=f"{loss_sum / (i + 1):.3f}", clips_s=f"{seen / max(el, 1e-9):.1f}",
                                 lr=f"{lr:.2e}", eta_run=f"{eta / 60:.1f}m")
                 bar.update(1)
