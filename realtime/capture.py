@@ -152,10 +152,11 @@ class MicrophoneCapture:
             raise
         if block.shape[0] == 0 and self._stream is not None:
             dry = time.perf_counter() - self._last_data
-            if not self._stream.active or dry > self.stall_timeout_s:
+            active = self._stream.active
+            if not active or dry > self.stall_timeout_s:
                 self.abort()
                 raise DeviceError(f"no audio from the input device for {dry:.1f} s; the device may have been "
-                                  f"removed (stream active={self._stream.active})")
+                                  f"removed (stream active={active})")
         # (n, channels) -> (n,)
         return block[:, 0].copy() if self.channels == 1 else block.mean(axis=1, dtype=np.float32)
 

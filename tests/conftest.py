@@ -34,9 +34,10 @@ class PulseServer:
             "channels=1\n"
             "set-default-sink aed_sink\nset-default-source aed_sink.monitor\n")
         env = {**os.environ, **self.env, "HOME": str(self.root)}
-        self.proc = subprocess.Popen(["pulseaudio", "-n", "-F", str(script), "--daemonize=no", "--exit-idle-time=-1",
-                                      "--disallow-exit", "--log-target=stderr"], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=open(self.root / "pulse.log", "wb"))
+        with open(self.root / "pulse.log", "wb") as log:   # the child keeps its own copy of the handle
+            self.proc = subprocess.Popen(["pulseaudio", "-n", "-F", str(script), "--daemonize=no",
+                                          "--exit-idle-time=-1", "--disallow-exit", "--log-target=stderr"], env=env,
+                                         stdout=subprocess.DEVNULL, stderr=log)
         for _ in range(100):
             if subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode == 0:
                 break

@@ -119,16 +119,7 @@ def test_stalled_consumer_overruns_are_counted_not_hidden(pulse):
 
 
 def test_device_that_disappears_raises_instead_of_hanging(tmp_path):
-    from tests.conftest import PulseServer, _rescan_portaudio
-
-    saved = {k: os.environ.get(k) for k in ("PULSE_RUNTIME_PATH", "PULSE_STATE_PATH", "PULSE_SERVER",
-                                            "PULSE_COOKIE")}
-    server = PulseServer(tmp_path / "p2")
-    try:
-        server.start()
-    except (FileNotFoundError, RuntimeError) as e:
-        pytest.skip(f"cannot start a private pulseaudio: {e}")
-    _rescan_portaudio()
+    server, restore = _private_server(tmp_path / "p2")
     cap = MicrophoneCapture(samplerate=16000, channels=1, stall_timeout_s=1.0).start()
     try:
         t_end = time.perf_counter() + 10
@@ -143,8 +134,52 @@ def test_device_that_disappears_raises_instead_of_hanging(tmp_path):
         assert time.perf_counter() - t0 < 15
     finally:
         cap.abort()
+        restore()
+
+
+def _private_server(tmp_path):
+    from tests.conftest import PulseServer, _rescan_portaudio
+
+    saved = {k: os.environ.get(k) for k in ("PULSE_RUNTIME_PATH", "PULSE_STATE_PATH", "PULSE_SERVER",
+                                            "PULSE_COOKIE")}
+    server = PulseServer(tmp_path)
+    try:
+        server.start()
+    except (FileNotFoundError, RuntimeError) as e:
+        pytest.skip(f"cannot start a private pulseaudio: {e}")
+    _rescan_portaudio()
+
+    def restore():
         server.stop()
         for k, v in saved.items():
             if v is not None:
                 os.environ[k] = v
         _rescan_portaudio()
+    return server, restore
+
+
+def test_stream_gone_dry_is_aborted_with_a_device_error(tmp_path):
+    """A stream that stays open but delivers nothing (the sound server hangs) is aborted, not waited on."""
+    import signal
+    import threading
+
+    server, restore = _private_server(tmp_path / "p3")
+    cap = MicrophoneCapture(samplerate=16000, channels=1, stall_timeout_s=1.0).start()
+    try:
+        t_end = time.perf_counter() + 10
+        while cap.callbacks == 0 and time.perf_counter() < t_end:
+            time.sleep(0.05)
+        assert cap.callbacks > 0
+        os.kill(server.proc.pid, signal.SIGSTOP)          # the server hangs: no more audio, stream still open
+        resume = threading.Timer(4.0, os.kill, (server.proc.pid, signal.SIGCONT))
+        resume.start()
+        t0 = time.perf_counter()
+        with pytest.raises(DeviceError, match="no audio from the input device"):
+            while time.perf_counter() - t0 < 20:
+                cap.read(timeout=0.2)
+        assert cap._stream is None                         # aborted
+        resume.join()
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+        cap.abort()
+        restore()
