@@ -41,12 +41,16 @@ def run(args) -> int:
     if args.tags < 0:
         raise UserError(f"--tags must be >= 0, got {args.tags}")
     engine = open_engine(args)
+    try:
+        detectors = {16000: make_detector(args, engine, 16000)}   # checks the options before any file is read
+    except UserError:
+        engine.close()
+        raise
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     failures = 0
     try:
         if args.format == "tsv":
             out.write("filename\tonset\toffset\tevent_label\tscore\n")
-        detectors = {}
         for f in args.files:
             try:
                 audio, rate = read_audio(f)

@@ -5,26 +5,19 @@ import json
 import signal
 import sys
 
-from apps.common import add_detector_args, add_model_args, make_detector, open_engine
+from apps.common import (
+    add_detector_args, add_model_args, add_source_args, make_detector, open_engine, parse_device,
+)
 from apps.errors import UserError
 
 
 def register(sub) -> None:
     p = sub.add_parser("listen", help="detect events live from a microphone; JSON lines, then a summary")
-    p.add_argument("--device", metavar="N", help="input device index or name (default: the system default)")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of audio")
-    p.add_argument("--source", metavar="FILE", help="replay this file at real-time pace instead of a microphone")
+    add_source_args(p)
     p.add_argument("--fast", action="store_true", help="with --source: as fast as possible, not real-time")
-    p.add_argument("--samplerate", type=int, help="device sample rate (default: the device's)")
     add_model_args(p)
     add_detector_args(p)
     p.set_defaults(func=run)
-
-
-def _device(arg):
-    if arg is None:
-        return None
-    return int(arg) if str(arg).isdigit() else arg
 
 
 def run(args) -> int:
@@ -41,7 +34,7 @@ def run(args) -> int:
         if args.source:
             source = FileSource(args.source, realtime=not args.fast)
         else:
-            source = MicrophoneCapture(device=_device(args.device), samplerate=args.samplerate).start()
+            source = MicrophoneCapture(device=parse_device(args.device), samplerate=args.samplerate).start()
         rate = source.rate if args.source else source.samplerate
         det = make_detector(args, engine, rate)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 import sys
 
-from apps.common import add_detector_args, add_model_args
+from apps.common import add_detector_args, add_model_args, add_source_args, parse_device
 from apps.errors import UserError
 
 GUI_HINT = ("aed monitor needs the gui extra (pyqtgraph and PySide6-Essentials): pip install 'aed[gui]'")
@@ -15,10 +15,7 @@ GUI_HINT = ("aed monitor needs the gui extra (pyqtgraph and PySide6-Essentials):
 
 def register(sub) -> None:
     p = sub.add_parser("monitor", help="desktop monitor: live spectrogram, score traces and events (gui extra)")
-    p.add_argument("--device", metavar="N", help="input device index or name (default: the system default)")
-    p.add_argument("--source", metavar="FILE", help="replay this file at real-time pace instead of a microphone")
-    p.add_argument("--samplerate", type=int, help="device sample rate (default: the device's)")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of audio, then exit")
+    add_source_args(p, duration_help="stop after S seconds of audio, then exit")
     p.add_argument("--screenshot", metavar="PATH", help="save a PNG of the window before exiting (with --duration, "
                    "or at the end of --source)")
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="score traces drawn (default: 5)")
@@ -26,12 +23,6 @@ def register(sub) -> None:
     add_model_args(p)
     add_detector_args(p)
     p.set_defaults(func=run)
-
-
-def _device(arg):
-    if arg is None:
-        return None
-    return int(arg) if str(arg).isdigit() else arg
 
 
 def _check(args) -> None:
@@ -74,7 +65,7 @@ def run(args) -> int:
     from apps.monitor.window import MonitorOptions, MonitorWindow
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0] if sys.argv else "aed"])
-    opts = MonitorOptions(device=_device(args.device), source=args.source, samplerate=args.samplerate,
+    opts = MonitorOptions(device=parse_device(args.device), source=args.source, samplerate=args.samplerate,
                           window_s=args.window, hop_s=args.hop, threshold=args.threshold,
                           min_duration_s=args.min_duration, merge_gap_s=args.merge_gap, engine_kind=args.engine,
                           model_path=args.model, duration_s=args.duration, top_k=args.top_k, fps=args.fps)

@@ -18,6 +18,21 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=1, help="CPU threads for the engine (default: 1)")
 
 
+def add_source_args(p: argparse.ArgumentParser, duration_help: str = "stop after S seconds of audio") -> None:
+    """Where live audio comes from: a device, or a file replayed at real-time pace."""
+    p.add_argument("--device", metavar="N", help="input device index or name (default: the system default)")
+    p.add_argument("--source", metavar="FILE", help="replay this file at real-time pace instead of a microphone")
+    p.add_argument("--samplerate", type=int, help="device sample rate (default: the device's)")
+    p.add_argument("--duration", type=float, metavar="S", help=duration_help)
+
+
+def parse_device(arg: str | None) -> int | str | None:
+    """``--device`` as PortAudio takes it: an index, a name substring, or None for the default."""
+    if arg is None:
+        return None
+    return int(arg) if str(arg).isdigit() else arg
+
+
 def add_detector_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("detection")
     g.add_argument("--window", type=float, metavar="S", help="window length in seconds, 0.5-10 (default: the model's)")

@@ -1,0 +1,91 @@
+"""`aed detect` and `aed listen` end to end: real files through the real decoders, a real exported model."""
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from apps.cli import main
+from tests.audio_helpers import esc50_clips, tone_burst
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory):
+    import models
+
+    torch.manual_seed(0)
+    m = models.create_model("datar_test", num_classes=3)
+    cfg = models.io.build_config(m, labels=["a", "b", "c"], thresholds={"default": 0.0})  # everything fires
+    path = tmp_path_factory.mktemp("model") / "m.onnx"
+    models.export_onnx(m, path, cfg)
+    return path
+
+
+def test_detect_writes_dcase_tsv_for_real_files(onnx_model, tmp_path, capsys):
+    clips = esc50_clips(2)
+    out = tmp_path / "events.tsv"
+    code = main(["detect", *map(str, clips), "--model", str(onnx_model), "--engine", "onnxruntime", "-o", str(out)])
+    assert code == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "filename\tonset\toffset\tevent_label\tscore"
+    rows = [l.split("\t") for l in lines[1:]]
+    assert {r[0] for r in rows} == {c.name for c in clips}
+    for name, onset, offset, label, score in rows:
+        assert 0.0 <= float(onset) < float(offset) <= 5.0 + 1e-6
+        assert label in {"a", "b", "c"} and 0.0 <= float(score) <= 1.0
+
+
+def test_detect_jsonl_with_tags_and_window_override(onnx_model, capsys):
+    code = main(["detect", str(esc50_clips(1)[0]), "--model", str(onnx_model), "--format", "jsonl", "--tags", "2",
+                 "--window", "0.5", "--hop", "0.25"])
+    assert code == 0
+    rows = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    events = [r for r in rows if "event_label" in r]
+    tags = [r for r in rows if "tag" in r]
+    assert events and len(tags) == 2 and tags[0]["score"] >= tags[1]["score"]
+
+
+def test_detect_skips_bad_files_and_keeps_the_rest(onnx_model, tmp_path, capsys):
+    bad = tmp_path / "not_audio.wav"
+    bad.write_text("hello")
+    good = tmp_path / "good.wav"
+    sf.write(good, tone_burst(44100, 2.0, 0.5, 0.5), 44100)        # another rate: resampled
+    out = tmp_path / "o.tsv"
+    code = main(["detect", str(bad), str(good), "--model", str(onnx_model), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "skipping" in err and "not_audio.wav" in err and "1 of 2 file(s)" in err
+    assert any(l.startswith("good.wav\t") for l in out.read_text().splitlines())
+
+
+def test_listen_replays_a_file_and_prints_a_summary(onnx_model, capsys):
+    code = main(["listen", "--source", str(esc50_clips(1)[0]), "--fast", "--model", str(onnx_model),
+                 "--engine", "onnxruntime"])
+    assert code == 0
+    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    summary = lines[-1]["summary"]
+    events = lines[:-1]
+    assert summary["audio_s"] == pytest.approx(5.0, abs=0.01) and summary["windows"] == 40
+    assert summary["overruns"] == 0 and summary["engine"] == "onnxruntime"
+    assert {"features", "inference", "post"} <= set(summary["stages"])
+    assert sum(e["kind"] == "onset" for e in events) == summary["events"] > 0
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["detect", "x.wav", "--window", "20"], "between 0.5 and 10 seconds"),
+    (["detect", "x.wav", "--threshold", "3"], "--threshold must be in [0, 1]"),
+    (["listen", "--duration", "-1"], "--duration must be positive"),
+    (["listen", "--fast"], "--fast only applies with --source"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(onnx_model, argv, needle, capsys):
+    code = main([*argv, "--model", str(onnx_model)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0]
+
+
+def test_missing_model_and_unknown_command(tmp_path, capsys):
+    assert main(["detect", str(esc50_clips(1)[0]), "--model", str(tmp_path / "nope.onnx")]) == 1
+    assert "nope.onnx" in capsys.readouterr().err
+    assert main(["frobnicate"]) == 2
