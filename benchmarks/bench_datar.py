@@ -1,4 +1,4 @@
-"""DATAR-tiny against AST-tiny on 1 s and 10 s windows: ONNX Runtime on one thread, MACs, parameters.
+"""DATAR-tiny and DATAR-nano against AST-tiny on 1 s and 10 s windows: ONNX Runtime on one thread, MACs, parameters.
 
 Each model is exported with ``models.export_onnx`` (opset 17, dynamic batch and time) and run by ONNX Runtime's
 CPU provider with ``intra_op_num_threads=1, inter_op_num_threads=1`` on batch-1 windows of 100 and 1000 frames
@@ -6,7 +6,8 @@ CPU provider with ``intra_op_num_threads=1, inter_op_num_threads=1`` on batch-1 
 AST input carries twice the bins: the comparison is per window of audio, not per input value. Runs of the two
 models alternate so that drift on a shared machine hits all alike. The same DATAR pyramid with plain global
 attention (``attn='standard'``, the ablation) runs alongside, to separate what deformable attention buys from what
-the pyramid buys. MACs are ``FlopCounterMode`` FLOPs / 2 in
+the pyramid buys. Each run records wall time and the process's CPU time (``time.process_time``), which a loaded
+machine inflates less than wall time. MACs are ``FlopCounterMode`` FLOPs / 2 in
 torch eager (matmuls and convolutions; grid_sample, softmax and elementwise ops are not counted). Weights are
 random: cost does not depend on them.
 
@@ -30,7 +31,7 @@ import numpy as np  # noqa: E402
 
 WINDOWS = {"1 s": 100, "10 s": 1000}
 # label -> (registry name, kwargs); the standard-attention DATAR is the same pyramid with global MHSA in every stage
-MODELS = {"datar_tiny": ("datar_tiny", {}), "ast_tiny": ("ast_tiny", {}),
+MODELS = {"datar_tiny": ("datar_tiny", {}), "datar_nano": ("datar_nano", {}), "ast_tiny": ("ast_tiny", {}),
           "datar_tiny attn=standard": ("datar_tiny", {"attn": "standard"})}
 
 
@@ -86,6 +87,7 @@ def main() -> None:
                 "onnx_nodes": sum(ops.values()),
                 "onnx_ops": {k: ops[k] for k in ("GridSample", "MatMul", "Softmax", "Conv") if k in ops},
                 "ms": {w: [] for w in WINDOWS},
+                "cpu_ms": {w: [] for w in WINDOWS},
             }
             sessions[name] = session(path)
             inputs[name] = {w: rng.standard_normal((1, t, model.num_mel_bins)).astype(np.float32)
@@ -96,9 +98,10 @@ def main() -> None:
         for _ in range(args.reps):
             for w in WINDOWS:
                 for name in MODELS:  # alternate the models
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     sessions[name].run(None, {"fbank": inputs[name][w]})
                     res[name]["ms"][w].append((time.perf_counter() - t0) * 1e3)
+                    res[name]["cpu_ms"][w].append((time.process_time() - c0) * 1e3)
 
     summary = {}
     for name, r in res.items():
@@ -107,6 +110,7 @@ def main() -> None:
         for w in WINDOWS:
             t = np.asarray(r["ms"][w])
             s[w] = {"median_ms": float(np.median(t)), "p99_ms": float(np.percentile(t, 99)),
+                    "median_cpu_ms": float(np.median(r["cpu_ms"][w])),
                     "rtf": float(np.median(t)) / 1e3 / (WINDOWS[w] / 100), "mmacs": r["macs"][w] / 1e6}
         s["growth_1s_to_10s"] = {
             "time_ratio": s["10 s"]["median_ms"] / s["1 s"]["median_ms"],
@@ -123,20 +127,23 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"env": env, "results": summary,
-                                                    "raw_ms": {n: r["ms"] for n, r in res.items()}}, indent=2))
+                                                    "raw_ms": {n: r["ms"] for n, r in res.items()},
+                                                    "raw_cpu_ms": {n: r["cpu_ms"] for n, r in res.items()}}, indent=2))
 
-    lines = ["# DATAR-tiny against AST-tiny: ONNX Runtime, one thread", "",
+    lines = ["# DATAR-tiny and DATAR-nano against AST-tiny: ONNX Runtime, one thread", "",
              f"Batch-1 windows of 1 s (100 frames) and 10 s (1000 frames); {args.reps} timed runs each after "
-             f"{args.warmup} warm-up runs, the models alternating. DATAR-tiny reads 64 mel bins, AST-tiny its "
-             "own 128 (registry default). `datar_tiny attn=standard` is the same pyramid with plain global "
-             "multi-head attention in every stage (the ablation). Random weights. MACs: FlopCounterMode FLOPs / 2 "
-             "(matmul and conv only).",
-             "", "| model | mel | params (M) | window | median ms | p99 ms | RTF | MMACs |",
-             "|---|---:|---:|---|---:|---:|---:|---:|"]
+             f"{args.warmup} warm-up runs, the models alternating. DATAR reads 64 mel bins, AST-tiny its "
+             "own 128 (registry default). Wall and process CPU time per window (CPU time is less inflated by "
+             "other work on a shared machine; both are medians). `datar_tiny attn=standard` is the same pyramid "
+             "with plain global multi-head attention in every stage (the ablation). Random weights. MACs: "
+             "FlopCounterMode FLOPs / 2 (matmul and conv only).",
+             "", "| model | mel | params (M) | window | median ms | p99 ms | median CPU ms | RTF | MMACs |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
     for name, s in summary.items():
         for w in WINDOWS:
             lines.append(f"| {name} | {s['num_mel_bins']} | {s['params'] / 1e6:.2f} | {w} | {s[w]['median_ms']:.2f} | "
-                         f"{s[w]['p99_ms']:.2f} | {s[w]['rtf']:.4f} | {s[w]['mmacs']:.1f} |")
+                         f"{s[w]['p99_ms']:.2f} | {s[w]['median_cpu_ms']:.2f} | {s[w]['rtf']:.4f} | "
+                         f"{s[w]['mmacs']:.1f} |")
     lines += ["", "Cost growth from 1 s to 10 s (10x the frames; linear = 10x, exponent 1; quadratic = 100x, "
               "exponent 2). A time ratio below the MACs ratio means a fixed per-window cost (per-node overhead of the "
               "graph) weighs on the short window:", "",

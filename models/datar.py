@@ -36,7 +36,8 @@ from models.layers.deformable import DeformableAttention2d, LayerNorm2d, default
 from models.layers.mlp import DropPath, Mlp
 from models.registry import register_model
 
-__all__ = ["DATAR", "InputAdaptor", "DATARBlock", "datar_tiny", "datar_small", "datar_test"]
+__all__ = ["DATAR", "InputAdaptor", "DATARBlock", "DATARStage", "datar_tiny", "datar_small", "datar_nano",
+           "datar_test"]
 
 ATTN_KINDS = ("deformable", "standard")
 
@@ -110,20 +111,43 @@ class DATARBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the block to ``x`` ``(B, C, H, W)``."""
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        """Apply the block to ``x`` ``(B, C, H, W)``.
+
+        Args:
+            x: the map.
+            cache: shared by the blocks of a stage (maps of one size), so that deformable attention's size-dependent
+                grids are computed once per stage; see :meth:`DeformableAttention2d.forward`.
+        """
         x = x + self.pos(x)
-        B, C, H, W = x.shape
         y = self.norm1(x)
         if self.attn_kind == "deformable":
-            y = self.attn(y)
+            y = self.attn(y, cache)
         else:
             y = self.attn(y.flatten(2).transpose(1, 2))  # (B, C, H, W) -> (B, H*W, C)
-            y = y.transpose(1, 2).reshape(B, C, H, W)  # (B, H*W, C) -> (B, C, H, W)
+            y = y.transpose(1, 2).reshape_as(x)  # (B, H*W, C) -> (B, C, H, W)
         x = x + self.drop_path(y)
         t = x.permute(0, 2, 3, 1)  # (B, C, H, W) -> (B, H, W, C)
         t = t + self.drop_path(self.mlp(self.norm2(t)))
         return t.permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
+
+
+class DATARStage(nn.Sequential):
+    """The blocks of one stage, run in order with one shared cache (all of them see maps of one size).
+
+    An ``nn.Sequential``, so parameter names are ``<stage>.<block>.<...>`` as before.
+
+    Example:
+        >>> DATARStage(DATARBlock(32, 2, kv_stride=2), DATARBlock(32, 2, kv_stride=2))(torch.zeros(1, 32, 8, 13)).shape
+        torch.Size([1, 32, 8, 13])
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply every block to ``x`` ``(B, C, H, W)``."""
+        cache: dict = {}
+        for block in self:
+            x = block(x, cache)
+        return x
 
 
 class DATAR(AEDModel):
@@ -212,7 +236,7 @@ class DATAR(AEDModel):
                                          mlp_ratio=mlp_ratio, drop_path=rates[block_idx], fused_attn=fused_attn,
                                          rpb_hidden=rpb_hidden))
                 block_idx += 1
-            self.stages.append(nn.Sequential(*blocks))
+            self.stages.append(DATARStage(*blocks))
         self.norm = LayerNorm2d(dims[-1])
         self.head = nn.Linear(dims[-1], num_classes)
         self.frame_head = nn.Linear(dims[-1], num_classes)
@@ -264,6 +288,16 @@ def datar_small(**kwargs) -> DATAR:
     """DATAR-small: dims 64-128-256-512, depths 2-2-6-2 (DAT-T's layout), strides 8-4-2-1: 13.7 M parameters."""
     return _build(dict(dims=(64, 128, 256, 512), depths=(2, 2, 6, 2), num_heads=(2, 4, 8, 16),
                        num_groups=(1, 2, 4, 8), kv_strides=(8, 4, 2, 1), offset_kernels=(9, 7, 5, 3)), kwargs)
+
+
+@register_model
+def datar_nano(**kwargs) -> DATAR:
+    """DATAR-nano for one CPU thread: dims 32-64-96-192, one block per stage, one offset group, MLP ratio 3.
+
+    1.0 M parameters, 20.5 MMACs on ``(1, 100, 64)`` (datar_tiny: 5.1 M, 109 MMACs); see benchmarks/results/datar.md.
+    """
+    return _build(dict(dims=(32, 64, 96, 192), depths=(1, 1, 1, 1), num_heads=(2, 2, 4, 6), num_groups=(1, 1, 1, 1),
+                       kv_strides=(8, 4, 2, 1), offset_kernels=(9, 7, 5, 3), mlp_ratio=3.0, adaptor_hidden=4), kwargs)
 
 
 @register_model

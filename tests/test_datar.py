@@ -26,9 +26,14 @@ def _frames(t: int) -> int:
     return t
 
 
-def _model(**kw) -> DATAR:
+# the small registered variants that every parametrised check runs on (datar_tiny/small are checked for budget only)
+VARIANTS = ["datar_test", "datar_nano"]
+
+
+def _model(name: str = "datar_test", **kw) -> DATAR:
     torch.manual_seed(0)
-    return models.create_model("datar_test", **kw).eval()
+    kw.setdefault("num_classes", 10)
+    return models.create_model(name, **kw).eval()
 
 
 # ----------------------------------------------------------------------------------------------- shapes and input
@@ -36,8 +41,9 @@ def _model(**kw) -> DATAR:
                                 {"input_adaptor": False}],
                          ids=["deform", "deform-diff", "mhsa", "mhsa-diff", "no-adaptor"])
 @pytest.mark.parametrize("T", [50, 333])
-def test_forward_shapes_and_finite(kw: dict, T: int) -> None:
-    model = _model(**kw)
+@pytest.mark.parametrize("name", VARIANTS)
+def test_forward_shapes_and_finite(name: str, kw: dict, T: int) -> None:
+    model = _model(name, **kw)
     with torch.no_grad():
         scores, frames = model.forward_with_frames(torch.randn(2, T, 64))
     assert scores.shape == (2, 10)
@@ -96,15 +102,39 @@ def test_ablation_switches() -> None:
         (8, 8), (4, 4), (2, 2), (1, 1)]
 
 
-def test_registry_variants_budget() -> None:
-    assert {"datar_tiny", "datar_small", "datar_test"} <= set(models.list_models("datar_*"))
-    tiny = models.create_model("datar_tiny").eval()
-    n_params = sum(p.numel() for p in tiny.parameters())
-    assert n_params <= 6_000_000
+@pytest.mark.parametrize("name, max_params, max_macs",
+                         [("datar_tiny", 6_000_000, 150e6), ("datar_nano", 1_500_000, 40e6)])
+def test_registry_variants_budget(name: str, max_params: int, max_macs: float) -> None:
+    assert {"datar_tiny", "datar_small", "datar_nano", "datar_test"} <= set(models.list_models("datar_*"))
+    model = models.create_model(name).eval()
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params <= max_params
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        tiny(torch.randn(1, 100, 64))
+        model(torch.randn(1, 100, 64))
     macs = counter.get_total_flops() / 2
-    assert macs <= 150e6, f"datar_tiny: {macs / 1e6:.1f} MMACs on (1, 100, 64)"
+    assert macs <= max_macs, f"{name}: {macs / 1e6:.1f} MMACs on (1, 100, 64)"
+
+
+def test_stage_computes_size_grids_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _model(depths=(1, 3, 2, 1))
+    x = torch.randn(1, 120, 64)
+    with torch.no_grad():
+        ref = model(x)
+    calls = []
+    original = DeformableAttention2d.size_grids
+
+    def counting(self: DeformableAttention2d, t: torch.Tensor):
+        calls.append(tuple(t.shape[2:]))
+        return original(self, t)
+
+    monkeypatch.setattr(DeformableAttention2d, "size_grids", counting)
+    with torch.no_grad():
+        shared = model(x)
+    assert len(calls) == 4  # once per stage, not once per block (7 blocks)
+    torch.testing.assert_close(shared, ref, atol=0, rtol=0)
+    with torch.no_grad():  # a block run alone (no cache) gives the same result as inside its stage
+        feats = model.stem(model.input_adaptor(x.transpose(1, 2).unsqueeze(1)))
+        torch.testing.assert_close(model.stages[0][0](feats), model.stages[0](feats), atol=0, rtol=0)
 
 
 # ----------------------------------------------------------------------------------------------- training signals
@@ -248,11 +278,13 @@ def _ort_session(path: Path) -> "ort.InferenceSession":
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-@pytest.fixture(scope="module", params=[(False, 100), (True, 333)], ids=["softmax-traced-at-100", "diff-traced-at-333"])
+@pytest.fixture(scope="module",
+                params=[("datar_test", False, 100), ("datar_test", True, 333), ("datar_nano", False, 100)],
+                ids=["softmax-traced-at-100", "diff-traced-at-333", "nano-traced-at-100"])
 def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[DATAR, Path]:
-    diff, trace_frames = request.param
-    model = _model(diff=diff)
-    path = tmp_path_factory.mktemp("datar") / "datar_test.onnx"
+    name, diff, trace_frames = request.param
+    model = _model(name, diff=diff)
+    path = tmp_path_factory.mktemp("datar") / f"{name}.onnx"
     models.export_onnx(model, path, example_frames=trace_frames)
     return model, path
 
@@ -278,7 +310,7 @@ def test_export_grid_sample_is_bilinear_at_opset_17(exported: tuple[DATAR, Path]
     graph = onnx.load(str(path))
     assert {o.domain: o.version for o in graph.opset_import}.get("", 0) == 17
     nodes = [n for n in graph.graph.node if n.op_type == "GridSample"]
-    assert len(nodes) == 4  # one per deformable block of datar_test
+    assert len(nodes) == 4  # one per deformable block of datar_test and datar_nano
     for n in nodes:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
         assert attrs["mode"] == b"bilinear"

@@ -43,6 +43,8 @@ written in place into a slice, so an ONNX graph traced at one ``T`` is right at 
 """
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -50,7 +52,7 @@ import torch.nn.functional as F
 
 from models.layers.attention import HeadRMSNorm, lambda_init_fn
 
-__all__ = ["DeformableAttention2d", "LayerNorm2d", "default_offset_kernel"]
+__all__ = ["DeformableAttention2d", "LayerNorm2d", "SizeGrids", "default_offset_kernel"]
 
 
 def _pair(v: int | tuple[int, int], name: str) -> tuple[int, int]:
@@ -66,19 +68,32 @@ def default_offset_kernel(stride: int) -> int:
     return {8: 9, 4: 7, 2: 5, 1: 3}.get(stride, 2 * (stride // 2) + 1 if stride > 1 else 3)
 
 
-def _pixel_to_grid(pos: torch.Tensor, size: int | torch.Tensor) -> torch.Tensor:
-    """Map pixel coordinates on an axis of ``size`` pixels to grid_sample's [-1, 1] (``align_corners=True``).
+# The relative position bias reads displacements d in pixels log-spaced (Swin V2 style): sign(d) log2(1 + |d|) / 3,
+# about [-1, 1] for |d| up to 7 pixels; the constant 1 / (3 ln 2) is folded into the bias MLP's first weight.
+_LOG_SPACING = 1.0 / (3.0 * math.log(2.0))
 
-    The normaliser ``max(size - 1, 1)`` is a run-time tensor (the last element of ``arange(size)``), never a
-    Python number frozen at trace time; a one-pixel axis maps pixel 0 to -1, which grid_sample reads as pixel 0.
+
+class SizeGrids(NamedTuple):
+    """What deformable attention needs that depends only on the map size ``(H, W)`` and the stride.
+
+    Attributes:
+        ref: ``(1, Hk, Wk, 2)`` reference points in pixels, (time, freq) last.
+        to_grid: ``(2,)`` scale from pixels to ``grid_sample``'s ``[-1, 1]`` (``2 / max(size - 1, 1)``), (time, freq).
+        q_f: ``(1, H, 1, 1)`` query rows in pixels.
+        q_t: ``(1, W, 1, 1)`` query columns in pixels.
+        fy: ``(1, 1, H, W)`` absolute frequency coordinate ``linspace(-1, 1, H)`` of every row (None without
+            ``freq_coord``).
+        num_q: ``H * W`` (a run-time size when traced).
+        num_k: ``Hk * Wk``.
     """
-    last = torch.arange(size, device=pos.device, dtype=pos.dtype)[-1:]  # (1,) = size - 1
-    return pos * (2.0 / last.clamp(min=1.0)) - 1.0
 
-
-def _log_spaced(d: torch.Tensor) -> torch.Tensor:
-    """Signed log-spacing of displacements in pixels (Swin V2 style), ~[-1, 1] for |d| up to 7 pixels."""
-    return torch.sign(d) * torch.log2(1.0 + d.abs()) / 3.0
+    ref: torch.Tensor
+    to_grid: torch.Tensor
+    q_f: torch.Tensor
+    q_t: torch.Tensor
+    fy: torch.Tensor | None
+    num_q: int
+    num_k: int
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -143,6 +158,9 @@ class DeformableAttention2d(nn.Module):
             raise ValueError(f"offset_kernel must be odd so that sampling points sit on reference pixels, got {kernel}")
         self.offset_kernel = kernel
         self.offset_range = float(offset_range)
+        # (time, freq) reference spacing in pixels; not saved with the weights (it follows from kv_stride)
+        self.register_buffer("stride_tf", torch.tensor([float(self.kv_stride[1]), float(self.kv_stride[0])]),
+                             persistent=False)
         self.freq_coord = freq_coord
         self.diff = diff
         if diff and self.heads_per_group % 2 != 0:
@@ -181,23 +199,66 @@ class DeformableAttention2d(nn.Module):
             self.lambda_k2 = nn.Parameter(torch.empty(self.head_dim).normal_(0.0, 0.1))
             self.head_norm = HeadRMSNorm(2 * self.head_dim)
 
+    # ------------------------------------------------------------------ size-dependent grids
+    def size_grids(self, x: torch.Tensor) -> SizeGrids:
+        """The tensors that depend only on the map's size and this layer's stride (see :class:`SizeGrids`).
+
+        Built with ``arange`` / ``linspace`` from run-time sizes, so an exported graph computes them for each input;
+        the blocks of a stage share one copy through the ``cache`` argument of :meth:`forward`.
+
+        Args:
+            x: a ``(B, C, H, W)`` map.
+        """
+        H, W = x.shape[2], x.shape[3]
+        sf, st = self.kv_stride
+        kw = {"device": x.device, "dtype": x.dtype}
+        rows = torch.arange(H, **kw)  # (H,)
+        cols = torch.arange(W, **kw)  # (W,)
+        ref_f = torch.arange(0, H, sf, **kw).reshape(-1, 1)  # (Hk,) -> (Hk, 1): one point every sf rows
+        ref_t = torch.arange(0, W, st, **kw).reshape(1, -1)  # (Wk,) -> (1, Wk)
+        ref = torch.stack([ref_t + 0.0 * ref_f, ref_f + 0.0 * ref_t], dim=-1).unsqueeze(0)  # (1, Hk, Wk, 2)
+        last = torch.cat([cols[-1:], rows[-1:]]).clamp(min=1.0)  # (2,) = (W - 1, H - 1), at least 1
+        fy = None
+        if self.freq_coord:  # (H,) -> (1, 1, H, 1) + (1, 1, 1, W) -> (1, 1, H, W)
+            fy = torch.linspace(-1.0, 1.0, H, **kw).reshape(1, 1, -1, 1) + 0.0 * cols.reshape(1, 1, 1, -1)
+        return SizeGrids(ref=ref, to_grid=2.0 / last, q_f=rows.reshape(1, -1, 1, 1), q_t=cols.reshape(1, -1, 1, 1),
+                         fy=fy, num_q=H * W, num_k=ref.shape[1] * ref.shape[2])
+
     # ------------------------------------------------------------------ offsets and sampling points
-    def compute_offsets(self, q: torch.Tensor) -> torch.Tensor:
+    def _offsets_tf(self, q: torch.Tensor, grids: SizeGrids) -> torch.Tensor:
+        """Offsets in units of the reference spacing, channels last in (time, freq) order: ``(B * G, Hk, Wk, 2)``.
+
+        The offset network's LayerNorm, GELU and 1x1 conv run channels-last (the 1x1 conv as a linear map with
+        its two output rows swapped), which is the layout ``grid_sample`` wants, so no transposes back are needed.
+        """
+        q_off = q
+        if self.num_groups > 1:
+            q_off = q.reshape(-1, self.group_channels, q.shape[2], q.shape[3])  # (B, C, H, W) -> (B*G, C/G, H, W)
+        dw, norm, act, pw = self.conv_offset
+        c = self.group_channels
+        # the depthwise conv per channel: the query channels (a multiple of 8 runs fast) apart from the frequency
+        # coordinate, whose plane is the same for every batch item, so it is convolved once at batch size 1
+        y = F.conv2d(q_off, dw.weight[:c], dw.bias[:c], dw.stride, dw.padding, groups=c)  # (B*G, C/G, Hk, Wk)
+        if self.freq_coord:
+            y_f = F.conv2d(grids.fy, dw.weight[c:], dw.bias[c:], dw.stride, dw.padding)  # (1, 1, Hk, Wk)
+            y = torch.cat([y, y[:, :1] * 0.0 + y_f], dim=1)  # (B*G, C/G + 1, Hk, Wk)
+        y = y.permute(0, 2, 3, 1)  # (B*G, C/G + 1, Hk, Wk) -> (B*G, Hk, Wk, C/G + 1)
+        y = act(F.layer_norm(y, norm.normalized_shape, norm.weight, norm.bias, norm.eps))
+        y = F.linear(y, pw.weight.flatten(1).flip(0))  # 1x1 conv, rows swapped: (B*G, Hk, Wk, 2), (time, freq)
+        return torch.tanh(y) * self.offset_range
+
+    def compute_offsets(self, q: torch.Tensor, grids: SizeGrids | None = None) -> torch.Tensor:
         """Offsets of the sampling points in units of the reference spacing, each in ``[-range, range]``.
 
         Args:
             q: queries ``(B, C, H, W)``.
+            grids: :meth:`size_grids` of ``q``; computed when not given.
 
         Returns:
             ``(B * G, 2, Hk, Wk)``: channel 0 along frequency (rows), channel 1 along time (columns).
         """
-        B, C, H, W = q.shape
-        q_off = q.reshape(B * self.num_groups, self.group_channels, H, W)  # (B, C, H, W) -> (B*G, C/G, H, W)
-        if self.freq_coord:
-            fy = torch.linspace(-1.0, 1.0, H, device=q.device, dtype=q.dtype)
-            fy = fy.reshape(1, 1, H, 1)  # (H,) -> (1, 1, H, 1)
-            q_off = torch.cat([q_off, torch.zeros_like(q_off[:, :1]) + fy], dim=1)  # (B*G, C/G + 1, H, W)
-        return torch.tanh(self.conv_offset(q_off)) * self.offset_range
+        grids = self.size_grids(q) if grids is None else grids
+        return self._offsets_tf(q, grids).flip(-1).permute(0, 3, 1, 2)  # (B*G, Hk, Wk, 2) -> (B*G, 2, Hk, Wk)
 
     def sampling_positions(self, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixel coordinates of the moved sampling points.
@@ -216,29 +277,33 @@ class DeformableAttention2d(nn.Module):
         pos_t = ref_t.reshape(1, 1, -1) + offsets[:, 1] * st  # (Wk,) -> (1, 1, Wk) + (B*G, Hk, Wk)
         return pos_f, pos_t
 
-    def position_bias(self, H: int, W: int, pos_f: torch.Tensor, pos_t: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _bias_mlp(mlp: nn.Sequential, d: torch.Tensor) -> torch.Tensor:
+        """One axis's bias MLP on displacements ``d`` ``(B*G, Q, Nk, 1)`` in pixels -> ``(B*G, h/G, Q, Nk)``.
+
+        ``Linear(1, n) -> GELU -> Linear(n, h/G)`` on the log-spaced displacement; the log-spacing's ``1 / 3 ln 2``
+        is folded into the first weight.
+        """
+        fc1, act, fc2 = mlp
+        d = torch.sign(d) * torch.log1p(d.abs())  # sign(d) log2(1 + |d|) / 3, times 3 ln 2
+        y = fc2(act(F.linear(d, fc1.weight * _LOG_SPACING, fc1.bias)))  # (B*G, Q, Nk, h/G)
+        return y.permute(0, 3, 1, 2)  # (B*G, Q, Nk, h/G) -> (B*G, h/G, Q, Nk)
+
+    def position_bias(self, pos: torch.Tensor, grids: SizeGrids) -> torch.Tensor:
         """Relative position bias at the (query - sampled point) displacements: frequency term + time term.
 
         Args:
-            H: rows of the query map.
-            W: columns of the query map.
-            pos_f: ``(B * G, Hk, Wk)`` sampled rows in pixels.
-            pos_t: ``(B * G, Hk, Wk)`` sampled columns in pixels.
+            pos: ``(B * G, 1, Nk, 2)`` sampled points in pixels, (time, freq) last.
+            grids: :meth:`size_grids` of the query map.
 
         Returns:
-            ``(B, heads, H * W, Hk * Wk)``, one map per softmax head.
+            ``(B, heads, H * W, Nk)``, one map per softmax head.
         """
-        q_f = torch.arange(H, device=pos_f.device, dtype=pos_f.dtype).reshape(1, -1, 1, 1)  # (H,) -> (1, H, 1, 1)
-        q_t = torch.arange(W, device=pos_t.device, dtype=pos_t.dtype).reshape(1, -1, 1, 1)  # (W,) -> (1, W, 1, 1)
-        k_f = pos_f.flatten(1).reshape(pos_f.shape[0], 1, -1, 1)  # (B*G, Hk, Wk) -> (B*G, 1, Nk, 1)
-        k_t = pos_t.flatten(1).reshape(pos_t.shape[0], 1, -1, 1)  # (B*G, Hk, Wk) -> (B*G, 1, Nk, 1)
-        b_f = self.rpb_f(_log_spaced(q_f - k_f))  # (B*G, H, Nk, h/G)
-        b_t = self.rpb_t(_log_spaced(q_t - k_t))  # (B*G, W, Nk, h/G)
-        Nk = b_f.shape[2]
-        b_f = b_f.reshape(-1, self.num_groups, H, 1, Nk, self.heads_per_group)  # -> (B, G, H, 1, Nk, h/G)
-        b_t = b_t.reshape(-1, self.num_groups, 1, W, Nk, self.heads_per_group)  # -> (B, G, 1, W, Nk, h/G)
-        bias = (b_f + b_t).permute(0, 1, 5, 2, 3, 4)  # (B, G, H, W, Nk, h/G) -> (B, G, h/G, H, W, Nk)
-        return bias.reshape(-1, self.num_heads, H * W, Nk)  # -> (B, heads, H*W, Nk)
+        # displacements (1, H, 1, 1) - (B*G, 1, Nk, 1) -> (B*G, H, Nk, 1); bias -> (B*G, h/G, H, Nk); same along time
+        b_f = self._bias_mlp(self.rpb_f, grids.q_f - pos[..., 1:])
+        b_t = self._bias_mlp(self.rpb_t, grids.q_t - pos[..., :1])
+        bias = b_f.unsqueeze(3) + b_t.unsqueeze(2)  # (B*G, h/G, H, 1, Nk) + (B*G, h/G, 1, W, Nk)
+        return bias.reshape(-1, self.num_heads, grids.num_q, grids.num_k)  # (B*G, h/G, H, W, Nk) -> (B, h, H*W, Nk)
 
     # ------------------------------------------------------------------ attention
     def _softmax_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -264,26 +329,27 @@ class DeformableAttention2d(nn.Module):
         """Attention of the queries over the sampled keys and values.
 
         Args:
-            q: ``(B, C, Nq)`` queries, channels ordered head by head.
-            k: ``(B, C, Nk)`` keys.
-            v: ``(B, C, Nk)`` values.
+            q: ``(B, C, *query_grid)`` queries, channels ordered head by head (e.g. ``(B, C, H, W)``).
+            k: ``(B, C, *key_grid)`` keys, ``Nk`` positions in all.
+            v: ``(B, C, *key_grid)`` values.
             bias: ``(B, heads, Nq, Nk)`` or None.
 
         Returns:
-            ``(B, C, Nq)``.
+            The shape of ``q``.
         """
-        B, C = q.shape[0], q.shape[1]
+        B = q.shape[0]
         h, d = self.num_heads, self.head_dim
-        q = q.reshape(B, h, d, -1).transpose(-2, -1)  # (B, C, Nq) -> (B, h, Nq, d)
-        k = k.reshape(B, h, d, -1).transpose(-2, -1)  # (B, C, Nk) -> (B, h, Nk, d)
+        q_in = q
+        q = q.reshape(B, h, d, -1).transpose(-2, -1)  # (B, C, *grid) -> (B, h, Nq, d)
+        k = k.reshape(B, h, d, -1).transpose(-2, -1)  # (B, C, *grid) -> (B, h, Nk, d)
         if not self.diff:
-            v = v.reshape(B, h, d, -1).transpose(-2, -1)  # (B, C, Nk) -> (B, h, Nk, d)
+            v = v.reshape(B, h, d, -1).transpose(-2, -1)  # (B, C, *grid) -> (B, h, Nk, d)
             out = self._softmax_attention(q, k, v, bias)  # (B, h, Nq, d)
-            return out.transpose(-2, -1).reshape(B, C, -1)  # (B, h, Nq, d) -> (B, C, Nq)
+            return out.transpose(-2, -1).reshape_as(q_in)  # (B, h, d, Nq) -> (B, C, *query_grid)
         hd = h // 2
         q = q.reshape(B, hd, 2, q.shape[2], d)  # (B, h, Nq, d) -> (B, h/2, 2, Nq, d)
         k = k.reshape(B, hd, 2, k.shape[2], d)  # (B, h, Nk, d) -> (B, h/2, 2, Nk, d)
-        v = v.reshape(B, hd, 2 * d, -1).transpose(-2, -1)  # (B, C, Nk) -> (B, h/2, Nk, 2d)
+        v = v.reshape(B, hd, 2 * d, -1).transpose(-2, -1)  # (B, C, *grid) -> (B, h/2, Nk, 2d)
         b1 = b2 = None
         if bias is not None:
             bias = bias.reshape(B, hd, 2, bias.shape[2], bias.shape[3])  # (B, h, Nq, Nk) -> (B, h/2, 2, Nq, Nk)
@@ -292,23 +358,35 @@ class DeformableAttention2d(nn.Module):
         o1 = self._softmax_attention(q[:, :, 0], k[:, :, 0], v, b1)  # (B, h/2, Nq, 2d)
         o2 = self._softmax_attention(q[:, :, 1], k[:, :, 1], v, b2)
         out = self.head_norm(o1 - lam * o2) * (1.0 - self.lambda_init)
-        return out.transpose(-2, -1).reshape(B, C, -1)  # (B, h/2, Nq, 2d) -> (B, C, Nq)
+        return out.transpose(-2, -1).reshape_as(q_in)  # (B, h/2, 2d, Nq) -> (B, C, *query_grid)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Deformable attention of every position of ``x`` ``(B, C, H, W)``; returns ``(B, C, H, W)``."""
-        B, C, H, W = x.shape
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        """Deformable attention of every position of ``x`` ``(B, C, H, W)``; returns ``(B, C, H, W)``.
+
+        Args:
+            x: the (normalised) map.
+            cache: a dict shared by the layers that run on maps of one size (the blocks of a stage); the
+                size-dependent grids are computed by the first layer of each stride and reused by the others.
+        """
+        grids = None if cache is None else cache.get(("deformable_grids", self.kv_stride))
+        if grids is None:
+            grids = self.size_grids(x)
+            if cache is not None:
+                cache[("deformable_grids", self.kv_stride)] = grids
         q = self.proj_q(x)
-        offsets = self.compute_offsets(q)  # (B*G, 2, Hk, Wk)
-        pos_f, pos_t = self.sampling_positions(offsets)
-        grid = torch.stack([_pixel_to_grid(pos_t, W), _pixel_to_grid(pos_f, H)], dim=-1)  # (B*G, Hk, Wk, 2), (t, f)
-        x_g = x.reshape(B * self.num_groups, self.group_channels, H, W)  # (B, C, H, W) -> (B*G, C/G, H, W)
+        offsets = self._offsets_tf(q, grids)  # (B*G, Hk, Wk, 2), (time, freq) in reference spacings
+        pos = (grids.ref + offsets * self.stride_tf).reshape(-1, 1, grids.num_k, 2)  # pixels: -> (B*G, 1, Nk, 2)
+        grid = pos * grids.to_grid - 1.0  # grid_sample's [-1, 1] (align_corners=True), (time, freq)
+        x_g = x
+        if self.num_groups > 1:
+            x_g = x.reshape(-1, self.group_channels, x.shape[2], x.shape[3])  # (B, C, H, W) -> (B*G, C/G, H, W)
         sampled = F.grid_sample(x_g, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-        sampled = sampled.reshape(B, C, offsets.shape[2], offsets.shape[3])  # (B*G, C/G, Hk, Wk) -> (B, C, Hk, Wk)
-        k = self.proj_k(sampled).flatten(2)  # (B, C, Hk, Wk) -> (B, C, Nk)
-        v = self.proj_v(sampled).flatten(2)  # (B, C, Hk, Wk) -> (B, C, Nk)
-        bias = None if self.rpb_f is None else self.position_bias(H, W, pos_f, pos_t)
-        out = self.attend(q.flatten(2), k, v, bias)  # (B, C, H, W) -> (B, C, H*W) -> (B, C, H*W)
-        out = out.reshape(B, C, H, W)  # (B, C, H*W) -> (B, C, H, W)
+        if self.num_groups > 1:
+            sampled = sampled.reshape(-1, self.dim, 1, grids.num_k)  # (B*G, C/G, 1, Nk) -> (B, C, 1, Nk)
+        k = self.proj_k(sampled)  # (B, C, 1, Nk)
+        v = self.proj_v(sampled)
+        bias = None if self.rpb_f is None else self.position_bias(pos, grids)
+        out = self.attend(q, k, v, bias)  # (B, C, H, W)
         return self.proj_drop(self.proj_out(out))
 
     def extra_repr(self) -> str:
