@@ -159,7 +159,7 @@ def main() -> None:
               f"{env['load_avg_1min'][0]:.1f} at the start, {env['load_avg_1min'][1]:.1f} at the end: absolute "
               "timings are noisy; the alternation keeps the comparison fair), "
               f"Python {env['python']}, torch {env['torch']}, onnxruntime {env['onnxruntime']}, {env['date']}. "
-              "Command: `python benchmarks/bench_datar.py`.", ""]
+              f"Command: `python benchmarks/bench_datar.py --reps {args.reps}`.", ""]
     out.with_suffix(".md").write_text("\n".join(lines))
     print("\n".join(lines))
 
