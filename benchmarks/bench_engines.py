@@ -1,13 +1,19 @@
 """Benchmark the CPU engines: ms per 1 s window, windows/s, peak RSS.
 
-For each model (``datar_tiny``, ``ast_tiny``; fresh untrained weights, which cost the same compute as
-trained ones) and each engine configuration (ONNX Runtime with 1 and 2 threads, ONNX Runtime INT8
+For each model (a registry name such as ``ast_tiny``, with fresh untrained weights, which cost the same
+compute as trained ones, or a checkpoint directory such as the shipped ``models/pretrained/aed_default``)
+and each engine configuration (ONNX Runtime with 1 and 2 threads, ONNX Runtime INT8
 with 1 thread, torch eager on the CPU with 1 thread), a separate Python process loads the engine,
 warms up, times batch-1 calls (p50/p99 ms per window) and batch-32 calls (windows/s), and reports its
 peak RSS (``ru_maxrss``), so that one configuration's memory never counts towards another's.
 
 Usage:
-    python benchmarks/bench_engines.py [--models datar_tiny ast_tiny] [--iters 300] [--out benchmarks/results]
+    python benchmarks/bench_engines.py [--models models/pretrained/aed_default ast_tiny] [--iters 300]
+        [--accuracy-data ../shared/data/esc50 --accuracy-folds 4] [--out benchmarks/results]
+
+For a checkpoint directory with labels matching ESC-50, ``--accuracy-data`` also scores the CC0/CC-BY clips
+of ``--accuracy-folds`` through ``realtime.Detector.clip_scores`` with the fp32 and the INT8 ONNX files
+(ONNX Runtime, one thread), so that the INT8 accuracy change is measured, not guessed.
 
 Writes ``engines.md`` and ``engines.json`` in ``--out``. CUDA rows are listed as skipped with the
 reason when no GPU is visible.
@@ -97,8 +103,9 @@ def _vm_hwm_mb() -> float | None:
 
 
 # --------------------------------------------------------------------------- driver
-def prepare(name: str, d: Path) -> dict:
-    """Checkpoint, ONNX and INT8 ONNX for ``name`` with fresh weights; returns paths and accuracy figures."""
+def prepare(name: str, d: Path, acc_data: str | None = None, acc_folds: str = "4") -> dict:
+    """Checkpoint, ONNX and INT8 ONNX for ``name`` (a registry name: fresh weights; a directory: its trained
+    weights); returns paths, deviations and, for a trained checkpoint with ``acc_data``, fold accuracies."""
     import numpy as np
     import torch
 
@@ -106,9 +113,12 @@ def prepare(name: str, d: Path) -> dict:
     from engines import create_engine
     from engines.quantize import quantize_int8
 
-    torch.manual_seed(0)
-    model = models.create_model(name).eval()
-    ckpt = models.save(model, d / "ckpt")
+    trained = Path(name).is_dir()
+    if trained:
+        ckpt = Path(name)
+    else:
+        torch.manual_seed(0)
+        ckpt = models.save(models.create_model(name).eval(), d / "ckpt")
     model, config = models.load(ckpt)
     onnx = models.export_onnx(model, d / "model.onnx", config=config)
     q = quantize_int8(onnx, d / "model.int8.onnx")
@@ -120,7 +130,42 @@ def prepare(name: str, d: Path) -> dict:
     return {"ckpt": str(ckpt), "fp32": str(onnx), "int8": str(q), "params": params,
             "onnx_mb": onnx.stat().st_size / 2**20, "int8_mb": q.stat().st_size / 2**20,
             "int8_max_dev": float(np.abs(sa - sb).max()), "torch_ort_max_dev": float(np.abs(sa - sc).max()),
-            "num_mel_bins": model.num_mel_bins, "classes": model.num_classes}
+            "num_mel_bins": model.num_mel_bins, "classes": model.num_classes, "trained": trained,
+            "accuracy": _accuracy(onnx, q, acc_data, acc_folds) if trained and acc_data else None}
+
+
+def _accuracy(fp32: Path, int8: Path, data: str, folds: str) -> dict | None:
+    """Clip-level accuracy and mAP of the fp32 and INT8 ONNX files on ESC-50 ``folds`` (CC0/CC-BY clips),
+    through the streaming Detector with the model's own window and hop, ONNX Runtime on one thread."""
+    import numpy as np
+
+    from engines import create_engine
+    from models.training.data import decode_items, load_esc50
+    from models.training.metrics import accuracy, mean_average_precision
+    from realtime import Detector
+    from realtime.detector import DetectorConfig
+
+    if not (Path(data) / "esc50.csv").is_file():
+        return None
+    ds = load_esc50(data, folds=[int(f) for f in folds.split(",")])
+    out = {"folds": folds, "clips": 0}
+    waves = kept = None
+    for variant, path in (("fp32", fp32), ("int8", int8)):
+        with create_engine("onnxruntime", path, threads=1) as eng:
+            if list(eng.labels) != ds.labels:
+                return None
+            det = Detector(eng, DetectorConfig.from_model_config(eng.config or {}))
+            if waves is None:
+                waves, kept, _ = decode_items(ds.items, det.input_rate)
+            t0 = time.perf_counter()
+            scores = np.stack([det.clip_scores(w) for w in waves])
+            secs = time.perf_counter() - t0
+        targets = np.array([it.label for it in kept])
+        out["clips"] = len(kept)
+        out[variant] = {"accuracy": float(accuracy(scores, targets)),
+                        "map": float(mean_average_precision(scores, targets)[0]),
+                        "seconds": secs}
+    return out
 
 
 def machine() -> dict:
@@ -162,7 +207,11 @@ def _child(cmd: list[str], env: dict | None = None) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["datar_tiny", "ast_tiny"])
+    ap.add_argument("--models", nargs="+", default=["models/pretrained/aed_default", "ast_tiny"],
+                    help="registry names (fresh weights) or checkpoint directories (trained weights)")
+    ap.add_argument("--accuracy-data", default=str(ROOT.parent / "shared" / "data" / "esc50"),
+                    help="ESC-50 root for the fp32/INT8 accuracy of trained checkpoints ('' skips it)")
+    ap.add_argument("--accuracy-folds", default="4")
     ap.add_argument("--iters", type=int, default=300, help="batch-1 calls per configuration")
     ap.add_argument("--max-seconds", type=float, default=20.0, help="time cap per timing loop")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -184,7 +233,8 @@ def main() -> int:
     if args.prepare:
         import warnings
         warnings.filterwarnings("ignore")
-        print("RESULT " + json.dumps({**prepare(args.prepare, args.prepare_dir), **versions()}))
+        print("RESULT " + json.dumps({**prepare(args.prepare, args.prepare_dir, args.accuracy_data or None,
+                                                args.accuracy_folds), **versions()}))
         return 0
     # The driver stays small (no torch, no onnxruntime): ru_maxrss is inherited across fork+exec on Linux,
     # so a big driver would show up as every worker's peak RSS.
@@ -192,8 +242,9 @@ def main() -> int:
     results: dict = {"machine": info, "window": "1 s = 100 frames", "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            d = Path(tmp) / name
-            prep = _child([sys.executable, __file__, "--prepare", name, "--prepare-dir", str(d)])
+            d = Path(tmp) / Path(name).name
+            prep = _child([sys.executable, __file__, "--prepare", name, "--prepare-dir", str(d),
+                           "--accuracy-data", args.accuracy_data, "--accuracy-folds", args.accuracy_folds])
             if "error" in prep:
                 raise RuntimeError(f"preparing {name} failed: {prep['error']}")
             info.update({k: prep[k] for k in ("onnxruntime", "torch", "numpy", "cuda")})
@@ -224,13 +275,14 @@ def render(res: dict, args: argparse.Namespace) -> str:
     m = res["machine"]
     lines = ["# Engine benchmark (CPU)", "",
              "Command: `python benchmarks/bench_engines.py"
-             + (f" --models {' '.join(args.models)}" if args.models != ["datar_tiny", "ast_tiny"] else "")
+             + (f" --models {' '.join(args.models)}" if args.models != ["models/pretrained/aed_default", "ast_tiny"]
+               else "")
              + (f" --iters {args.iters}" if args.iters != 300 else "") + "`", "",
              f"Machine: {m['cpu']}, {m['affinity']} cores usable (shared with other jobs; load average at start "
              f"{', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}), Python {m['python']}, onnxruntime "
              f"{m['onnxruntime']}, torch {m['torch']}, numpy {m['numpy']}.", "",
-             "Weights are fresh and untrained (no trained default model is shipped yet); the compute per window is "
-             "the same as a trained model's. One window = 1 s = 100 frames. Batch-1 latency is p50/p99 over up to "
+             "A model given by directory runs with its trained weights; one given by registry name with fresh "
+             "untrained weights (the same compute per window). One window = 1 s = 100 frames. Batch-1 latency is p50/p99 over up to "
              f"{args.iters} calls after 20 warm-up calls; windows/s at batch 32 from the median batch time. Each row "
              "runs in its own process started by a small driver; peak RSS is that process's `ru_maxrss` (model load + "
              "both batch sizes; torch rows include torch itself, ONNX Runtime rows never import torch). The host has "
@@ -242,7 +294,18 @@ def render(res: dict, args: argparse.Namespace) -> str:
         lines += [f"## {name}", "",
                   f"{p['params'] / 1e6:.2f} M parameters, F = {p['num_mel_bins']}, {p['classes']} classes; ONNX "
                   f"{p['onnx_mb']:.1f} MB, INT8 {p['int8_mb']:.1f} MB. Max |score| deviation on 8 random windows: "
-                  f"INT8 vs fp32 {p['int8_max_dev']:.1e}, torch vs onnxruntime {p['torch_ort_max_dev']:.1e}.", "",
+                  f"INT8 vs fp32 {p['int8_max_dev']:.1e}, torch vs onnxruntime {p['torch_ort_max_dev']:.1e}."
+                  + (" Trained weights." if p.get("trained") else " Fresh (untrained) weights."), ""]
+        a = p.get("accuracy")
+        if a:
+            lines += [f"INT8 accuracy change, ESC-50 fold {a['folds']} ({a['clips']} CC0/CC-BY clips, clip scores from "
+                      "the streaming Detector, ONNX Runtime 1 thread): accuracy "
+                      f"{100 * a['fp32']['accuracy']:.1f} % fp32 → {100 * a['int8']['accuracy']:.1f} % INT8 "
+                      f"({100 * (a['int8']['accuracy'] - a['fp32']['accuracy']):+.1f} points), mAP "
+                      f"{a['fp32']['map']:.3f} → {a['int8']['map']:.3f}; time to score all clips "
+                      f"{a['fp32']['seconds']:.1f} s fp32, {a['int8']['seconds']:.1f} s INT8 "
+                      f"({a['fp32']['seconds'] / a['int8']['seconds']:.2f}× speed-up).", ""]
+        lines += [
                   "| configuration | p50 ms / window (B=1) | p99 ms | min ms | CPU ms / window | windows/s B=1 "
                   "| windows/s B=32 | peak RSS MB |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
