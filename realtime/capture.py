@@ -116,7 +116,9 @@ class MicrophoneCapture:
         try:
             info = sd.query_devices(self.device, "input")
         except (ValueError, sd.PortAudioError) as e:
-            raise DeviceError(f"no usable input device {self.device!r}: {e}. List devices with `aed devices`.") from e
+            what = "no default input device" if self.device is None else f"no usable input device {self.device!r}"
+            raise DeviceError(f"{what} ({e}); pass --device N or a name from `aed devices`, or replay a file "
+                              "with --source FILE") from e
         rate = self._req_rate or info["default_samplerate"]
         from realtime.resample import check_rate
 
