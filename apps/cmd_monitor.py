@@ -67,7 +67,8 @@ def run(args) -> int:
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0] if sys.argv else "aed"])
     opts = MonitorOptions(device=parse_device(args.device), source=args.source, samplerate=args.samplerate,
                           window_s=args.window, hop_s=args.hop, threshold=args.threshold,
-                          min_duration_s=args.min_duration, merge_gap_s=args.merge_gap, engine_kind=args.engine,
+                          min_duration_s=args.min_duration, merge_gap_s=args.merge_gap,
+                          onset_anchor=args.onset_anchor, engine_kind=args.engine,
                           model_path=args.model, duration_s=args.duration, top_k=args.top_k, fps=args.fps)
     engine, load_error = None, None
     try:

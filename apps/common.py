@@ -40,6 +40,9 @@ def add_detector_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threshold", type=float, metavar="P", help="opening threshold in [0, 1] (default: the model's)")
     g.add_argument("--min-duration", type=float, metavar="S", help="shortest event reported, seconds")
     g.add_argument("--merge-gap", type=float, metavar="S", help="dips shorter than this do not split an event")
+    g.add_argument("--onset-anchor", choices=("newest", "centre"),
+                   help="time stamp of an onset: the newest hop of the first window over the threshold, or that "
+                        "window's centre (default: the model's)")
 
 
 def open_engine(args: argparse.Namespace):
@@ -81,6 +84,8 @@ def detector_config(args: argparse.Namespace, engine, input_rate: int | None = N
         kw["min_duration_s"] = args.min_duration
     if args.merge_gap is not None:
         kw["merge_gap_s"] = args.merge_gap
+    if getattr(args, "onset_anchor", None):
+        kw["onset_anchor"] = args.onset_anchor
     return replace(base, **{k: v for k, v in kw.items() if v is not None})
 
 

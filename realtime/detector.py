@@ -25,7 +25,9 @@ from realtime.resample import StreamingResampler, check_rate
 from realtime.stats import StageTimer
 from realtime.validate import check_audio
 
-__all__ = ["Detector", "DetectorConfig", "PendingWindow"]
+__all__ = ["Detector", "DetectorConfig", "PendingWindow", "ONSET_ANCHORS"]
+
+ONSET_ANCHORS = ("newest", "centre")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,12 @@ class DetectorConfig:
         merge_gap_s: dips shorter than this do not split an event.
         input_rate: sample rate of the audio given to ``push``/``process``; resampled to the model's.
         batch_size: windows per ``infer`` call (a backlog is scored in batches).
+        onset_anchor: where in a window that crosses the threshold the event's ``onset_s`` is placed:
+            ``"newest"`` (the window's last hop; right for a detector that fires on the first loud frame)
+            or ``"centre"`` (the window's middle; right for a classifier that needs a good part of the
+            event inside its window before it scores it). Offsets are placed at the centre of the first
+            window below the release threshold either way. This changes the time stamps only, never
+            when an event is emitted.
     """
 
     frontend: FrontEndConfig = field(default_factory=FrontEndConfig)
@@ -53,6 +61,11 @@ class DetectorConfig:
     merge_gap_s: float = 0.0
     input_rate: int | None = None
     batch_size: int = 8
+    onset_anchor: str = "newest"
+
+    def __post_init__(self):
+        if self.onset_anchor not in ONSET_ANCHORS:
+            raise ValueError(f"onset_anchor must be one of {ONSET_ANCHORS}, got {self.onset_anchor!r}")
 
     @classmethod
     def from_model_config(cls, cfg: Mapping[str, Any], **overrides) -> "DetectorConfig":
@@ -70,6 +83,8 @@ class DetectorConfig:
         for k in ("release_ratio", "min_duration_s", "merge_gap_s"):
             if k in th:
                 kw[k] = float(th[k])
+        if th.get("onset_anchor"):
+            kw["onset_anchor"] = str(th["onset_anchor"])
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kw)
 
@@ -194,7 +209,9 @@ class Detector:
         with self.timer("post"):
             for w, s in zip(windows, scores):
                 t_end = self._frame_time(w.end_frame)
-                events += self.tracker.update(t_end - self.hop_s, s, t_offset=t_end - self.window_s / 2)
+                t_centre = t_end - self.window_s / 2
+                t_on = t_centre if self.config.onset_anchor == "centre" else t_end - self.hop_s
+                events += self.tracker.update(t_on, s, t_offset=t_centre)
                 self.last_scores = s
                 self.windows_scored += 1
                 if self.on_window is not None:

@@ -50,6 +50,28 @@ def test_onset_within_one_hop_of_burst_onset():
     assert abs(onsets[0] - 2.0) <= 0.1 + 1e-9 and abs(onsets[1] - 5.3) <= 0.1 + 1e-9
 
 
+def test_centre_onset_anchor_moves_time_stamps_not_emission():
+    from dataclasses import replace
+
+    newest, centre = [], []
+    det_n = Detector(LoudnessEngine(), CFG)
+    det_c = Detector(LoudnessEngine(), replace(CFG, onset_anchor="centre"))
+    audio = bursts()
+    for i in range(0, audio.shape[0], 1600):      # 100 ms chunks: record which chunk emitted each event
+        newest += [(i, e) for e in det_n.push(audio[i:i + 1600])]
+        centre += [(i, e) for e in det_c.push(audio[i:i + 1600])]
+    assert [(i, e.kind, e.label) for i, e in newest] == [(i, e.kind, e.label) for i, e in centre]
+    for (_, a), (_, b) in zip(newest, centre):
+        if a.kind == "onset":                      # window end - hop  ->  window end - window / 2
+            assert b.onset_s == pytest.approx(a.onset_s + 0.1 - 0.5)
+        else:
+            assert b.offset_s == pytest.approx(a.offset_s)
+    with pytest.raises(ValueError, match="onset_anchor must be one of"):
+        DetectorConfig(onset_anchor="start")
+    cfg = DetectorConfig.from_model_config({"thresholds": {"default": 0.3, "onset_anchor": "centre"}})
+    assert cfg.onset_anchor == "centre" and cfg.threshold == 0.3
+
+
 def test_reset_really_resets():
     det = Detector(LoudnessEngine(), CFG)
     audio = bursts()

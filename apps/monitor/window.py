@@ -37,7 +37,7 @@ class MonitorOptions:
         device: input device index or name (None: the system default).
         source: an audio file replayed at real-time pace instead of a microphone.
         samplerate: device rate (None: the device's default).
-        window_s / hop_s / threshold / per_class / min_duration_s / merge_gap_s: detector overrides
+        window_s / hop_s / threshold / per_class / min_duration_s / merge_gap_s / onset_anchor: detector overrides
             (None: the model's).
         engine_kind / model_path: shown in the model controls (what ``engine`` was loaded from).
         duration_s: stop after this much audio.
@@ -55,6 +55,7 @@ class MonitorOptions:
     per_class: dict[str, float] = field(default_factory=dict)
     min_duration_s: float | None = None
     merge_gap_s: float | None = None
+    onset_anchor: str | None = None
     engine_kind: str = "auto"
     model_path: str | None = None
     duration_s: float | None = None
@@ -150,7 +151,8 @@ class MonitorWindow(WindowLayout, QtWidgets.QMainWindow):
         self.engine = engine
         self.model_config = DetectorConfig.from_model_config(getattr(engine, "config", None) or {},
                                                              min_duration_s=self.options.min_duration_s,
-                                                             merge_gap_s=self.options.merge_gap_s)
+                                                             merge_gap_s=self.options.merge_gap_s,
+                                                             onset_anchor=self.options.onset_anchor)
         labels = list(engine.labels)
         o = self.options
         cfg = self.model_config
