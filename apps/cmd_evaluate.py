@@ -38,6 +38,8 @@ def register(sub) -> None:
     p.add_argument("--noise-dir", default="../shared/data/noise", help="backgrounds for --synthesise")
     p.add_argument("--seed", type=int, default=0, help="synthesis seed")
     p.add_argument("--threshold", type=float, help="detection threshold (default: the model's)")
+    p.add_argument("--onset-anchor", choices=["newest", "centre"],
+                   help="time stamp of an onset within the first window over the threshold (default: the model's)")
     p.add_argument("-o", "--out", default="runs/evaluate", help="report directory (default: runs/evaluate)")
     p.set_defaults(func=run)
 
@@ -103,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = replace(cfg, window=WindowConfig(args.window or cfg.window.window_s, args.hop or cfg.window.hop_s))
     if args.threshold is not None:
         cfg = replace(cfg, threshold=args.threshold)
+    if args.onset_anchor:
+        cfg = replace(cfg, onset_anchor=args.onset_anchor)
     det = Detector(engine, cfg)
     labels = list(engine.labels)
     summary: dict = {"model": str(args.model or "default"), "engine": getattr(engine, "name", args.engine)}
