@@ -7,7 +7,7 @@ from pathlib import Path
 
 from apps.errors import UserError
 
-__all__ = ["register", "run"]
+__all__ = ["register", "run", "verify_export"]
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +81,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"onnx int8: {q}")
     if not args.no_verify:
         for path, tag in outputs:
-            print(f"verify {tag}: {_verify(model, path)}")
+            print(f"verify {tag}: {verify_export(model, path)}")
     return 0
 
 
-def _verify(model, path: Path) -> str:
+def verify_export(model, path: Path) -> str:
     """Max |torch - onnxruntime| on a random window at the configured length and at the model's bounds."""
     import numpy as np
     import torch

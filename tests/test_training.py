@@ -339,3 +339,35 @@ def test_attribution_lists_the_cc_by_clips_used(tmp_path):
         entries = license_entries(ESC50 / "LICENSE.txt")
         for it in load_esc50(ESC50).items:
             assert entries[it.path.stem.rsplit("-", 1)[0]].license == it.license
+
+
+@pytest.mark.skipif(not (ESC50 / "LICENSE.txt").is_file(), reason="needs ../shared/data/esc50 (meta CSV, LICENSE.txt)")
+def test_ship_packages_weights_config_onnx_and_attribution(tmp_path):
+    from models import create_model, load, save
+    from models.training.ship import ship
+
+    ort = pytest.importorskip("onnxruntime")
+    model = create_model("datar_nano", num_classes=50, output_activation="softmax").eval()
+    ckpt = save(model, tmp_path / "final", training={
+        "train_config": {"layout": "esc50", "data": str(ESC50), "train_folds": [1], "licenses": ["CC0", "CC-BY"]},
+        "evaluation": {"kept": 1}})
+    out = ship(ckpt, tmp_path / "shipped", threshold=0.3, onset_anchor="centre",
+               extra={"evaluation": {"fold4": {"accuracy": 0.5}}, "hardware": "test"})
+    assert (out / "model.safetensors").read_bytes() == (ckpt / "model.safetensors").read_bytes()
+    _, cfg = load(out)
+    assert cfg["thresholds"]["default"] == 0.3 and cfg["thresholds"]["onset_anchor"] == "centre"
+    assert cfg["training"]["evaluation"] == {"kept": 1, "fold4": {"accuracy": 0.5}}  # merged, not replaced
+    assert cfg["training"]["hardware"] == "test"
+    # the ONNX file carries the same weights and config
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert json.loads(sess.get_modelmeta().custom_metadata_map["aed_config"])["thresholds"]["default"] == 0.3
+    x = np.random.default_rng(0).standard_normal((1, 100, 64)).astype(np.float32)
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(sess.run(None, {"fbank": x})[0], ref, atol=1e-4)
+    # attribution: exactly the CC-BY clips of fold 1
+    n_ccby = sum(1 for it in load_esc50(ESC50, folds=[1], licenses=["CC-BY"]).items)
+    text = (out / "ATTRIBUTION.md").read_text()
+    assert n_ccby > 0 and text.count("| CC-BY |") == n_ccby
+    with pytest.raises(ValueError, match="onset_anchor"):
+        ship(ckpt, tmp_path / "bad", onset_anchor="middle")

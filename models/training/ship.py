@@ -1,0 +1,100 @@
+"""Package a trained checkpoint as a shipped model directory: weights, config, ONNX and attribution.
+
+This is the step that turned ``runs/nano_f1234/final`` into ``models/pretrained/aed_default``::
+
+    python -m models.training.ship runs/nano_f1234/final models/pretrained/aed_default \\
+        --threshold 0.3 --onset-anchor centre --extra provenance.json
+
+It copies the safetensors file byte for byte, writes ``config.json`` with the chosen thresholds and any
+extra provenance merged into ``training``, exports ``model.onnx`` (the command line checks it against PyTorch with
+ONNX Runtime, as ``aed export`` does) and writes ``ATTRIBUTION.md`` for the CC-BY clips among the training clips,
+which it lists again from the data, folds and licences recorded in the checkpoint's own config.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["ship"]
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def ship(checkpoint: str | Path, out: str | Path, threshold: float | None = None, onset_anchor: str | None = None,
+         extra: Mapping[str, Any] | None = None, license_txt: str | Path | None = None,
+         title: str = "Attribution for the aed_default model's training clips") -> Path:
+    """Write ``out/{model.safetensors,config.json,model.onnx,ATTRIBUTION.md}`` from a training checkpoint.
+
+    Args:
+        checkpoint: a checkpoint directory written by ``aed train`` (``final`` or ``best``).
+        out: the shipped model directory; existing model files in it are replaced.
+        threshold: default detection threshold to store; ``None`` keeps the checkpoint's.
+        onset_anchor: ``"newest"`` or ``"centre"`` (see :class:`realtime.detector.Detector`); ``None`` keeps it.
+        extra: merged into the config's ``training`` block (evaluation results, stages, hardware).
+        license_txt: ESC-50 ``LICENSE.txt``; default ``<data>/LICENSE.txt`` from the training config.
+        title: heading of ``ATTRIBUTION.md``.
+    """
+    from models.io import export_onnx, load
+
+    from .attribution import write_attribution
+    from .datasets import load_split
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    model, config = load(checkpoint)
+    config = dict(config)
+    thresholds = dict(config.get("thresholds") or {"default": 0.5, "per_class": {}})
+    if threshold is not None:
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        thresholds["default"] = float(threshold)
+    if onset_anchor is not None:
+        if onset_anchor not in ("newest", "centre"):
+            raise ValueError(f"onset_anchor must be 'newest' or 'centre', got {onset_anchor!r}")
+        thresholds["onset_anchor"] = onset_anchor
+    config["thresholds"] = thresholds
+    config["training"] = _merge(dict(config.get("training") or {}), extra or {})
+
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("model.safetensors", "config.json", "model.onnx", "ATTRIBUTION.md"):
+        (out / stale).unlink(missing_ok=True)
+    shutil.copyfile(checkpoint / "model.safetensors", out / "model.safetensors")
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    export_onnx(model.eval(), out / "model.onnx", config)
+
+    tc = config["training"].get("train_config") or {}
+    if tc.get("layout", "esc50") == "esc50" and tc.get("data"):
+        ds = load_split("esc50", tc["data"], tc.get("train_folds"), tc.get("licenses"))
+        lic = Path(license_txt) if license_txt else Path(tc["data"]) / "LICENSE.txt"
+        write_attribution(lic, [it.path.name for it in ds.items], out / "ATTRIBUTION.md", title)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m models.training.ship", description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint", help="checkpoint directory from aed train (e.g. runs/x/final)")
+    p.add_argument("out", help="shipped model directory to write")
+    p.add_argument("--threshold", type=float, help="default detection threshold to store")
+    p.add_argument("--onset-anchor", choices=["newest", "centre"], help="where onsets are time-stamped")
+    p.add_argument("--extra", metavar="JSON", help="JSON file merged into the config's training block")
+    p.add_argument("--license-txt", help="ESC-50 LICENSE.txt (default: <data>/LICENSE.txt)")
+    a = p.parse_args(argv)
+    extra = json.loads(Path(a.extra).read_text()) if a.extra else None
+    out = ship(a.checkpoint, a.out, a.threshold, a.onset_anchor, extra, a.license_txt)
+    print(f"wrote {out}: {', '.join(sorted(f.name for f in out.iterdir()))}")
+    from apps.cmd_export import verify_export
+    from models.io import load
+
+    print(f"verify {out / 'model.onnx'}: {verify_export(load(out)[0].eval(), out / 'model.onnx')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
