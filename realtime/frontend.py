@@ -72,16 +72,22 @@ def num_frames(num_samples: int, cfg: FrontEndConfig) -> int:
     return 1 + (num_samples - cfg.frame_length) // cfg.frame_shift
 
 
+_SMALL = 8  # up to this many frames per call, framing copies through a cached index (cheaper than a strided view)
+
+
 @lru_cache(maxsize=16)
-def _constants(cfg: FrontEndConfig) -> tuple[np.ndarray, np.ndarray, int]:
-    return _window(cfg.frame_length), mel_banks(cfg), _n_fft(cfg)
+def _constants(cfg: FrontEndConfig) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]:
+    L = cfg.frame_length
+    mean_vec = np.full((L, 1), 1.0 / L, dtype=np.float32)            # frames @ mean_vec = per-frame mean
+    index = cfg.frame_shift * np.arange(_SMALL, dtype=np.intp)[:, None] + np.arange(L, dtype=np.intp)
+    return _window(L), mel_banks(cfg), _n_fft(cfg), mean_vec, index
 
 
-def _frames_to_fbank(frames: np.ndarray, cfg: FrontEndConfig) -> np.ndarray:
+def _frames_to_fbank(frames: np.ndarray, cfg: FrontEndConfig, consts: tuple | None = None) -> np.ndarray:
     """``(n, frame_length)`` float32 frames -> ``(n, num_mel_bins)`` log-mel."""
-    window, banks, n_fft = _constants(cfg)
+    window, banks, n_fft, mean_vec, _ = consts or _constants(cfg)
     a = cfg.preemphasis
-    mean = frames.mean(axis=1, keepdims=True)
+    mean = frames @ mean_vec                                         # (n, 1); a matmul is ~5x cheaper than .mean
     # DC removal then pre-emphasis with a replicated first sample, in one pass:
     # y[0] = (1 - a) (x[0] - m);  y[i] = x[i] - a x[i-1] - (1 - a) m
     y = np.empty_like(frames)
@@ -98,8 +104,11 @@ def _frames_to_fbank(frames: np.ndarray, cfg: FrontEndConfig) -> np.ndarray:
     return np.log(mel, out=mel)
 
 
-def _frame(samples: np.ndarray, n: int, cfg: FrontEndConfig) -> np.ndarray:
-    # (num_samples,) -> (n, frame_length) strided view, no copy
+def _frame(samples: np.ndarray, n: int, cfg: FrontEndConfig, index: np.ndarray | None = None) -> np.ndarray:
+    # (num_samples,) -> (n, frame_length): a strided view, no copy; for a few frames, a copy through a
+    # precomputed index, which costs less than building the view (the streaming case: 1-2 frames a call)
+    if index is not None and n <= index.shape[0]:
+        return samples[index[:n]]
     st = samples.strides[0]
     return np.lib.stride_tricks.as_strided(samples, shape=(n, cfg.frame_length), strides=(cfg.frame_shift * st, st),
                                            writeable=False)
@@ -131,6 +140,7 @@ class StreamingFbank:
 
     def __init__(self, cfg: FrontEndConfig):
         self.cfg = cfg
+        self._consts = _constants(cfg)
         self._pending = np.zeros(0, dtype=np.float32)
         self.frames_emitted = 0
 
@@ -146,7 +156,7 @@ class StreamingFbank:
         if n == 0:
             self._pending = buf.copy()
             return np.zeros((0, self.cfg.num_mel_bins), dtype=np.float32)
-        out = _frames_to_fbank(_frame(buf, n, self.cfg), self.cfg)
+        out = _frames_to_fbank(_frame(buf, n, self.cfg, self._consts[4]), self.cfg, self._consts)
         self._pending = buf[n * self.cfg.frame_shift:].copy()
         self.frames_emitted += n
         return out
