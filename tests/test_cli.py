@@ -89,3 +89,26 @@ def test_missing_model_and_unknown_command(tmp_path, capsys):
     assert main(["detect", str(esc50_clips(1)[0]), "--model", str(tmp_path / "nope.onnx")]) == 1
     assert "nope.onnx" in capsys.readouterr().err
     assert main(["frobnicate"]) == 2
+
+
+def test_shipped_default_model_detects_the_dog_in_a_real_clip(capsys):
+    """The shipped model, found with no --model, on ESC-50 1-100032-A (a dog, CC0): a confident dog event and
+    dog as the top clip tag. A regression test of the shipped artefact and of the default path (engine, config
+    thresholds, onset anchor), not an accuracy claim: the clip is in the shipped model's training folds."""
+    import engines
+    from tests.audio_helpers import ESC50
+
+    clip = ESC50 / "audio" / "1-100032-A-0.flac"
+    if not clip.is_file():
+        pytest.skip("needs ../shared/data/esc50")
+    model = engines.default_model_path()
+    cfg = json.loads((model / "config.json").read_text())
+    assert cfg["name"] == "datar_nano" and len(cfg["labels"]) == 50
+    assert cfg["training"]["train_config"]["licenses"] == ["CC0", "CC-BY"]
+    assert (model / "ATTRIBUTION.md").read_text().count("| CC-BY |") > 0
+    assert main(["detect", str(clip), "--format", "jsonl", "--tags", "1"]) == 0
+    rows = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.strip()]
+    dogs = [r for r in rows if r.get("event_label") == "dog"]
+    assert dogs and max(r["score"] for r in dogs) > 0.9, rows
+    assert 1.0 <= dogs[0]["onset"] < dogs[0]["offset"] <= 4.0, dogs  # the barks are at about 1.8-3.1 s
+    assert [r["tag"] for r in rows if "tag" in r] == ["dog"], rows
