@@ -10,6 +10,7 @@ one event every 6 s (so that few overlap) at 10-30 dB SNR. Then::
 
 Usage:
     python benchmarks/profile_default.py [--seconds 120] [--seed 0] [--report benchmarks/results/profile]
+        [--engines onnxruntime,torch] [--window 1] [--hop 0.1]   (comma lists sweep, e.g. --window 0.5,1)
 """
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--report", default=str(ROOT / "benchmarks" / "results" / "profile"))
     ap.add_argument("--engines", default="onnxruntime,torch")
+    ap.add_argument("--window", default="1", help="window(s) in seconds, comma-separated for a sweep")
+    ap.add_argument("--hop", default="0.1", help="hop(s) in seconds, comma-separated for a sweep")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from apps.cli import main as aed
@@ -51,7 +54,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         wav, tsv = make_scape(Path(tmp), args.seconds, args.seed)
         return aed(["profile", "--engines", args.engines, "--source", str(wav), "--events", str(tsv),
-                    "--trigger", "model", "--window", "1", "--hop", "0.1", "--threads", "1",
+                    "--trigger", "model", "--window", args.window, "--hop", args.hop, "--threads", "1",
                     "--report", args.report])
 
 

@@ -3,7 +3,7 @@
 This is the step that turned ``runs/nano_f1234/final`` into ``models/pretrained/aed_default``::
 
     python -m models.training.ship runs/nano_f1234/final models/pretrained/aed_default \\
-        --threshold 0.3 --onset-anchor centre --extra provenance.json
+        --threshold 0.2 --onset-anchor centre --extra provenance.json
 
 It copies the safetensors file byte for byte, writes ``config.json`` with the chosen thresholds and any
 extra provenance merged into ``training``, exports ``model.onnx`` (the command line checks it against PyTorch with
