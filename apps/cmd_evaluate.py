@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from apps.errors import UserError
+from realtime.detector import ONSET_ANCHORS
 
 __all__ = ["register", "run"]
 
@@ -38,7 +39,7 @@ def register(sub) -> None:
     p.add_argument("--noise-dir", default="../shared/data/noise", help="backgrounds for --synthesise")
     p.add_argument("--seed", type=int, default=0, help="synthesis seed")
     p.add_argument("--threshold", type=float, help="detection threshold (default: the model's)")
-    p.add_argument("--onset-anchor", choices=["newest", "centre"],
+    p.add_argument("--onset-anchor", choices=ONSET_ANCHORS,
                    help="time stamp of an onset within the first window over the threshold (default: the model's)")
     p.add_argument("-o", "--out", default="runs/evaluate", help="report directory (default: runs/evaluate)")
     p.set_defaults(func=run)

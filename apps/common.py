@@ -5,6 +5,7 @@ import argparse
 import logging
 
 from apps.errors import UserError
+from realtime.detector import ONSET_ANCHORS
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def add_detector_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threshold", type=float, metavar="P", help="opening threshold in [0, 1] (default: the model's)")
     g.add_argument("--min-duration", type=float, metavar="S", help="shortest event reported, seconds")
     g.add_argument("--merge-gap", type=float, metavar="S", help="dips shorter than this do not split an event")
-    g.add_argument("--onset-anchor", choices=("newest", "centre"),
+    g.add_argument("--onset-anchor", choices=ONSET_ANCHORS,
                    help="time stamp of an onset: the newest hop of the first window over the threshold, or that "
                         "window's centre (default: the model's)")
 

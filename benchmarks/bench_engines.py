@@ -148,10 +148,10 @@ def _accuracy(fp32: Path, int8: Path, data: str, folds: str, config: dict | None
 
     if not (Path(data) / "esc50.csv").is_file():
         return None
-    ds = load_esc50(data, folds=[int(f) for f in folds.split(",")])
+    fold_list = [int(f) for f in folds.split(",")]
+    ds = load_esc50(data, folds=fold_list)
     trained_on = ((config or {}).get("training") or {}).get("train_config", {}).get("train_folds") or []
-    out = {"folds": folds, "clips": 0,
-           "seen_folds": sorted(set(trained_on) & {int(f) for f in folds.split(",")})}
+    out = {"folds": folds, "clips": 0, "seen_folds": sorted(set(trained_on) & set(fold_list))}
     waves = kept = None
     for variant, path in (("fp32", fp32), ("int8", int8)):
         with create_engine("onnxruntime", path, threads=1) as eng:

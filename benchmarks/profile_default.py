@@ -2,8 +2,9 @@
 window 1 s, hop 100 ms, on a soundscape of real ESC-50 events with ground-truth onsets.
 
 The soundscape is written first (deterministic for a seed): fold-4 CC0/CC-BY clips (held out from the
-selection run; the shipped model, trained on folds 1-4, has heard them, which matters little for timing), mixed by ``models.training.synth`` onto the Speech Commands background recordings, about
-one event every 6 s (so that few overlap) at 10-30 dB SNR. Then::
+selection run; the shipped model, trained on folds 1-4, has heard them, which matters little for timing),
+mixed by ``models.training.synth`` onto the Speech Commands background recordings, about one event every
+6 s (so that few overlap) at 10-30 dB SNR. Then::
 
     aed profile --engines onnxruntime,torch --source SCAPE.wav --events SCAPE.tsv --trigger model \
         --window 1 --hop 0.1 --threads 1 --report benchmarks/results/profile

@@ -141,6 +141,7 @@ class StreamingFbank:
     def __init__(self, cfg: FrontEndConfig):
         self.cfg = cfg
         self._consts = _constants(cfg)
+        self._index = self._consts[4]   # framing index for calls that complete only a few frames
         self._pending = np.zeros(0, dtype=np.float32)
         self.frames_emitted = 0
 
@@ -156,7 +157,7 @@ class StreamingFbank:
         if n == 0:
             self._pending = buf.copy()
             return np.zeros((0, self.cfg.num_mel_bins), dtype=np.float32)
-        out = _frames_to_fbank(_frame(buf, n, self.cfg, self._consts[4]), self.cfg, self._consts)
+        out = _frames_to_fbank(_frame(buf, n, self.cfg, self._index), self.cfg, self._consts)
         self._pending = buf[n * self.cfg.frame_shift:].copy()
         self.frames_emitted += n
         return out

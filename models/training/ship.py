@@ -15,8 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Mapping
+
+from realtime.detector import ONSET_ANCHORS
 
 __all__ = ["ship"]
 
@@ -43,6 +46,8 @@ def ship(checkpoint: str | Path, out: str | Path, threshold: float | None = None
         title: heading of ``ATTRIBUTION.md``.
     """
     from models.io import export_onnx, load
+    from realtime.detector import DetectorConfig
+    from realtime.events import EventTracker
 
     from .attribution import write_attribution
     from .datasets import load_split
@@ -52,14 +57,14 @@ def ship(checkpoint: str | Path, out: str | Path, threshold: float | None = None
     config = dict(config)
     thresholds = dict(config.get("thresholds") or {"default": 0.5, "per_class": {}})
     if threshold is not None:
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         thresholds["default"] = float(threshold)
     if onset_anchor is not None:
-        if onset_anchor not in ("newest", "centre"):
-            raise ValueError(f"onset_anchor must be 'newest' or 'centre', got {onset_anchor!r}")
         thresholds["onset_anchor"] = onset_anchor
     config["thresholds"] = thresholds
+    # Refuse what the runtime would refuse, with its own checks: the detector reads the anchor, the tracker
+    # the thresholds (both raise ValueError naming what is accepted).
+    det = DetectorConfig.from_model_config(config)
+    EventTracker(config["labels"], det.threshold, det.thresholds)
     config["training"] = _merge(dict(config.get("training") or {}), extra or {})
 
     out.mkdir(parents=True, exist_ok=True)
@@ -82,12 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoint", help="checkpoint directory from aed train (e.g. runs/x/final)")
     p.add_argument("out", help="shipped model directory to write")
     p.add_argument("--threshold", type=float, help="default detection threshold to store")
-    p.add_argument("--onset-anchor", choices=["newest", "centre"], help="where onsets are time-stamped")
+    p.add_argument("--onset-anchor", choices=ONSET_ANCHORS, help="where onsets are time-stamped")
     p.add_argument("--extra", metavar="JSON", help="JSON file merged into the config's training block")
     p.add_argument("--license-txt", help="ESC-50 LICENSE.txt (default: <data>/LICENSE.txt)")
     a = p.parse_args(argv)
-    extra = json.loads(Path(a.extra).read_text()) if a.extra else None
-    out = ship(a.checkpoint, a.out, a.threshold, a.onset_anchor, extra, a.license_txt)
+    try:
+        extra = json.loads(Path(a.extra).read_text()) if a.extra else None
+        out = ship(a.checkpoint, a.out, a.threshold, a.onset_anchor, extra, a.license_txt)
+    except (ValueError, OSError) as e:  # bad settings, unreadable checkpoint or JSON: one line, not a traceback
+        print(f"ship: error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {out}: {', '.join(sorted(f.name for f in out.iterdir()))}")
     from apps.cmd_export import verify_export
     from models.io import load
