@@ -9,8 +9,9 @@ Example:
 """
 from models import peft
 from models.base import AEDModel
+from models.efficientat import load_efficientat_checkpoint
 from models.io import export_onnx, load, load_ast_checkpoint, save
 from models.registry import create_model, is_model, list_models, register_model
 
 __all__ = ["AEDModel", "create_model", "list_models", "is_model", "register_model", "save", "load", "export_onnx",
-           "load_ast_checkpoint", "peft"]
+           "load_ast_checkpoint", "load_efficientat_checkpoint", "peft"]

@@ -45,7 +45,8 @@ def build_config(model: nn.Module, labels: Sequence[str] | None = None, frontend
     Args:
         model: the model; it must carry ``model_name`` and ``model_kwargs`` (set by ``create_model``).
         labels: class names, one per output; default ``model.labels`` if set, else ``class_0 ...``.
-        frontend: front-end settings; default ``FrontEndConfig(num_mel_bins=model.num_mel_bins)``.
+        frontend: front-end settings; default ``model.frontend`` where the family has its own (the MobileNets:
+            EfficientAT's), else ``FrontEndConfig(num_mel_bins=model.num_mel_bins)``.
         window: window and hop; default ``WindowConfig()``.
         thresholds: ``{"default": float, "per_class": {label: float}}``; default 0.5 for every class.
         training: provenance and metrics, stored as given.
@@ -58,7 +59,7 @@ def build_config(model: nn.Module, labels: Sequence[str] | None = None, frontend
     labels = [str(label) for label in labels]
     if len(labels) != model.num_classes:
         raise ValueError(f"got {len(labels)} labels for a model with {model.num_classes} classes")
-    frontend = frontend or FrontEndConfig(num_mel_bins=model.num_mel_bins)
+    frontend = frontend or getattr(model, "frontend", None) or FrontEndConfig(num_mel_bins=model.num_mel_bins)
     if frontend.num_mel_bins != model.num_mel_bins:
         raise ValueError(f"front end has {frontend.num_mel_bins} mel bins, the model expects {model.num_mel_bins}")
     window = window or WindowConfig()

@@ -14,11 +14,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["FrontEndConfig", "WindowConfig", "AUDIOSET_MEAN", "AUDIOSET_STD"]
+__all__ = ["FrontEndConfig", "WindowConfig", "AUDIOSET_MEAN", "AUDIOSET_STD", "FRONTEND_KINDS", "efficientat_frontend"]
 
 # AST's AudioSet statistics (Gong et al., 2021); used only as the default of FrontEndConfig.
 AUDIOSET_MEAN = -4.2677393
 AUDIOSET_STD = 4.5689974
+
+#: ``kaldi``: torchaudio's Kaldi fbank (AST convention). ``efficientat``: EfficientAT's log-mel (centred STFT,
+#: pre-emphasis and mel bands designed at ``reference_rate``, ``log(x + 1e-5)``); see :mod:`realtime.frontend`.
+FRONTEND_KINDS = ("kaldi", "efficientat")
 
 
 def _from_dict(cls, d: dict[str, Any]):
@@ -31,9 +35,10 @@ def _from_dict(cls, d: dict[str, Any]):
 
 @dataclass(frozen=True)
 class FrontEndConfig:
-    """Kaldi-compatible log-mel filter bank settings (the AST convention).
+    """Log-mel front-end settings: Kaldi-compatible fbank (the AST convention) or EfficientAT's log-mel.
 
     Attributes:
+        kind: one of :data:`FRONTEND_KINDS`.
         sample_rate: internal sample rate in Hz.
         num_mel_bins: number of mel bins (64 or 128, a model property).
         frame_length_ms: analysis window length.
@@ -43,8 +48,12 @@ class FrontEndConfig:
         high_freq: highest mel edge in Hz; 0 or less means Nyquist plus this value (Kaldi).
         mean: normalisation mean; features are ``(fbank - mean) / (2 * std)``.
         std: normalisation standard deviation.
+        reference_rate: ``efficientat`` only: the rate the pretrained front end ran at (32000). Its mel bands and
+            pre-emphasis response are designed at that rate on the same FFT bin spacing, so a 16 kHz stream
+            reproduces the 32 kHz features below 8 kHz (see :func:`efficientat_frontend`).
     """
 
+    kind: str = "kaldi"
     sample_rate: int = 16000
     num_mel_bins: int = 128
     frame_length_ms: float = 25.0
@@ -54,8 +63,14 @@ class FrontEndConfig:
     high_freq: float = 0.0
     mean: float = AUDIOSET_MEAN
     std: float = AUDIOSET_STD
+    reference_rate: int = 0
 
     def __post_init__(self) -> None:
+        if self.kind not in FRONTEND_KINDS:
+            raise ValueError(f"front-end kind must be one of {FRONTEND_KINDS}, got {self.kind!r}")
+        if self.kind == "efficientat" and self.reference_rate < self.sample_rate:
+            raise ValueError(f"an efficientat front end needs reference_rate >= sample_rate ({self.sample_rate} Hz), "
+                             f"got {self.reference_rate}")
         if self.sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
         if self.num_mel_bins <= 0:
@@ -83,6 +98,20 @@ class FrontEndConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FrontEndConfig":
         return _from_dict(cls, d)
+
+
+def efficientat_frontend(sample_rate: int = 16000, num_mel_bins: int = 128) -> FrontEndConfig:
+    """EfficientAT's front end (``AugmentMelSTFT`` in evaluation mode) fed at ``sample_rate``.
+
+    At 32 kHz it is the original: a symmetric Hann window of 800 samples in a 1024-point FFT, hop 320, centred
+    frames, pre-emphasis 0.97, 128 Kaldi mel bands from 0 to 15 kHz, ``log(x + 1e-5)``, then ``(x + 4.5) / 5``.
+    At 16 kHz the window (25 ms), hop (10 ms) and FFT bin spacing (31.25 Hz) are kept: 400 samples in a 512-point
+    FFT, hop 160; the 32 kHz pre-emphasis response and a gain of ``(32000 / 16000)^2`` are folded into the mel
+    matrix, and the bands above 8 kHz receive no energy (as in any audio band-limited to 8 kHz).
+    """
+    return FrontEndConfig(kind="efficientat", sample_rate=sample_rate, num_mel_bins=num_mel_bins,
+                          frame_length_ms=25.0, frame_shift_ms=10.0, preemphasis=0.97, low_freq=0.0,
+                          high_freq=15000.0, mean=-4.5, std=2.5, reference_rate=32000)
 
 
 @dataclass(frozen=True)
