@@ -16,7 +16,7 @@ from apps.errors import UserError
 __all__ = ["main", "build_parser"]
 
 SUBCOMMANDS = ["devices", "models", "detect", "listen", "monitor", "profile", "export", "build_engine", "train",
-               "evaluate"]
+               "evaluate", "import_checkpoint"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -105,6 +105,7 @@ class OnnxRuntimeEngine(EngineBase):
         if "scores" not in outputs:
             raise ModelFileError(f"{str(files.onnx)!r}: no 'scores' output (outputs: {outputs})")
         self._outputs = ["scores"]
+        self._frame_outputs = ["scores", "frame_scores"] if "frame_scores" in outputs else None
         self.path = files.onnx
         self.providers = self._session.get_providers()
         log.debug("onnxruntime session for %s on %s, %d/%d threads", files.onnx, self.providers,
@@ -116,6 +117,20 @@ class OnnxRuntimeEngine(EngineBase):
         x = self.spec.check(x)
         (scores,) = self._session.run(self._outputs, {self._input: x})
         return np.asarray(scores, dtype=np.float32)
+
+    @property
+    def has_frames(self) -> bool:
+        """Whether the graph has the frame head's ``frame_scores`` output."""
+        return self._frame_outputs is not None
+
+    def infer_frames(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Clip scores ``(B, C)`` and frame scores ``(B, T', C)`` for windows ``x`` ``(B, T, F)``, in one run."""
+        self._ensure_open()
+        if self._frame_outputs is None:
+            raise ModelFileError(f"{str(self.path)!r} has no 'frame_scores' output: the model has no frame head")
+        x = self.spec.check(x)
+        clip, frames = self._session.run(self._frame_outputs, {self._input: x})
+        return np.asarray(clip, dtype=np.float32), np.asarray(frames, dtype=np.float32)
 
     def close(self) -> None:
         self._session = None

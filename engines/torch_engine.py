@@ -109,6 +109,25 @@ class TorchEngine(EngineBase):
                 y = self._fn(xt)
             return y.float().cpu().numpy()
 
+    @property
+    def has_frames(self) -> bool:
+        """Whether the model has a frame head."""
+        with self._torch.inference_mode():
+            probe = self._torch.zeros(1, self.spec.t_min, self.spec.num_mel_bins, device=self.device, dtype=self._dtype)
+            return self.model.forward_logits(probe)[1] is not None
+
+    def infer_frames(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Clip scores ``(B, C)`` and frame scores ``(B, T', C)`` (eager, whatever ``mode`` is)."""
+        self._ensure_open()
+        x = self.spec.check(x)
+        torch = self._torch
+        with torch.inference_mode():
+            xt = torch.from_numpy(x).to(self.device, dtype=self._dtype)
+            clip, frames = self.model.forward_with_frames(xt)
+            if frames is None:
+                raise ModelFileError(f"model {self.config.get('name')!r} has no frame head")
+            return clip.float().cpu().numpy(), frames.float().cpu().numpy()
+
     def _replay(self, xt: Any) -> Any:
         """Run through a CUDA graph captured for this (B, T); the first call per shape captures it."""
         torch = self._torch

@@ -112,8 +112,23 @@ class TensorRTEngine(EngineBase):
                 raise RuntimeError(f"TensorRT refused the device address for {n!r}")
         log.info("TensorRT engine %s: %s, profile %s..%s", plan, self.precision, profile.min, profile.max)
 
+    @property
+    def has_frames(self) -> bool:
+        """Whether the plan has the frame head's ``frame_scores`` output."""
+        return "frame_scores" in self._names
+
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Scores ``(B, C)`` float32 for windows ``x`` of shape ``(B, T, F)``."""
+        return self._run(x, ("scores",))[0]
+
+    def infer_frames(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Clip scores ``(B, C)`` and frame scores ``(B, T', C)`` for windows ``x`` ``(B, T, F)``."""
+        if not self.has_frames:
+            raise ModelFileError(f"{str(self.plan_path)!r} has no 'frame_scores' output (outputs: {self._names})")
+        clip, frames = self._run(x, ("scores", "frame_scores"))
+        return clip, frames
+
+    def _run(self, x: np.ndarray, outputs: tuple[str, ...]) -> list[np.ndarray]:
         self._ensure_open()
         cudart = self._cudart
         x = np.ascontiguousarray(self.spec.check(x), dtype=self._dtypes[self._input])
@@ -124,11 +139,14 @@ class TensorRTEngine(EngineBase):
                    "cudaMemcpyAsync (input)")
         if not self._context.execute_async_v3(int(self._stream)):
             raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log)")
-        out = np.empty(tuple(self._context.get_tensor_shape("scores")), dtype=self._dtypes["scores"])
-        cuda_check(cudart, cudart.cudaMemcpyAsync(out.ctypes.data, self._ptr["scores"], out.nbytes, d2h, self._stream),
-                   "cudaMemcpyAsync (scores)")
+        outs = []
+        for name in outputs:
+            out = np.empty(tuple(self._context.get_tensor_shape(name)), dtype=self._dtypes[name])
+            cuda_check(cudart, cudart.cudaMemcpyAsync(out.ctypes.data, self._ptr[name], out.nbytes, d2h, self._stream),
+                       f"cudaMemcpyAsync ({name})")
+            outs.append(out)
         cuda_check(cudart, cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
-        return out.astype(np.float32, copy=False)
+        return [o.astype(np.float32, copy=False) for o in outs]
 
     def close(self) -> None:
         if self._closed:

@@ -173,6 +173,9 @@ def _init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+HEAD_BIAS_INIT = -4.0  # sigmoid(-4) = 0.018: a fresh detection head starts near "nothing here"
+
+
 def _check_common(num_mel_bins: int, t_min: int, t_max: int, output_activation: str) -> None:
     if output_activation not in ("sigmoid", "softmax"):
         raise ValueError(f"output_activation must be 'sigmoid' or 'softmax', got {output_activation!r}")
@@ -254,7 +257,7 @@ class MobileNetAudio(AEDModel):
         self.num_classes = num_classes
         self.classifier[5] = nn.Linear(self.head_hidden, num_classes)
         nn.init.normal_(self.classifier[5].weight, 0.0, 0.01)
-        nn.init.zeros_(self.classifier[5].bias)
+        nn.init.constant_(self.classifier[5].bias, HEAD_BIAS_INIT if self.output_activation == "sigmoid" else 0.0)
 
     def output_frames(self, t: int) -> int:
         """Frames ``T'`` of the frame head for a window of ``t`` frames."""
@@ -322,6 +325,12 @@ class DATARMN(AEDModel):
         self.frame_head = nn.Linear(neck_dim, num_classes)
         self.frontend = efficientat_frontend(16000, num_mel_bins)
         _init_weights(self.features)
+        self._init_heads()
+
+    def _init_heads(self) -> None:
+        for head in (self.head, self.frame_head):
+            nn.init.normal_(head.weight, 0.0, 0.01)
+            nn.init.constant_(head.bias, HEAD_BIAS_INIT if self.output_activation == "sigmoid" else 0.0)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Feature map ``(B, D, F', T')`` of input ``x`` ``(B, T, F)`` (checked)."""
@@ -342,6 +351,7 @@ class DATARMN(AEDModel):
         self.num_classes = num_classes
         self.head = nn.Linear(self.num_features, num_classes)
         self.frame_head = nn.Linear(self.num_features, num_classes)
+        self._init_heads()
 
 
 def stem_state_from_mobilenet(state: dict[str, torch.Tensor], cut: int) -> dict[str, torch.Tensor]:
@@ -371,8 +381,10 @@ def mn_test(**kwargs) -> MobileNetAudio:
 
 @register_model
 def datar_mn04(**kwargs) -> DATARMN:
-    """DATAR-MN on the ``mn04`` stem: input adaptor, blocks 1-12 (stride 16), neck 96, one deformable block."""
-    return DATARMN(**{"width_mult": 0.4, "cut": 12, "neck_dim": 96, "depth": 1, "num_heads": 4, **kwargs})
+    """DATAR-MN on the ``mn04`` stem: input adaptor, all 15 blocks with the last time stride 1 (160 ms frames),
+    neck 96, one deformable-attention block, clip and frame heads."""
+    return DATARMN(**{"width_mult": 0.4, "cut": 15, "time_strides": (2, 2, 2, 1), "neck_dim": 96, "depth": 1,
+                      "num_heads": 4, **kwargs})
 
 
 @register_model

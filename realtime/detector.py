@@ -20,14 +20,16 @@ import numpy as np
 
 from realtime.config import FrontEndConfig, WindowConfig
 from realtime.events import Event, EventTracker
-from realtime.frontend import StreamingFbank, normalize
+from realtime.frontend import StreamingFbank, fbank, normalize
 from realtime.resample import StreamingResampler, check_rate
 from realtime.stats import StageTimer
 from realtime.validate import check_audio
 
-__all__ = ["Detector", "DetectorConfig", "PendingWindow", "ONSET_ANCHORS"]
+__all__ = ["Detector", "DetectorConfig", "PendingWindow", "ONSET_ANCHORS", "ONSET_SOURCES"]
 
 ONSET_ANCHORS = ("newest", "centre")
+#: What the event tracker follows: the clip head's window score, or the frame head's newest frame.
+ONSET_SOURCES = ("clip", "frames")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,10 @@ class DetectorConfig:
             event inside its window before it scores it). Offsets are placed at the centre of the first
             window below the release threshold either way. This changes the time stamps only, never
             when an event is emitted.
+        onset_source: ``"clip"`` (the tracker follows each window's clip score) or ``"frames"`` (it follows
+            the frame head's newest frame, which covers the window's last hop: an event opens as soon as the
+            sound is in the window, and onsets and offsets are placed at that newest hop). Needs an engine with
+            ``infer_frames``. Clip scores (``clip_scores``, ``--tags``) always come from the clip head.
     """
 
     frontend: FrontEndConfig = field(default_factory=FrontEndConfig)
@@ -62,10 +68,13 @@ class DetectorConfig:
     input_rate: int | None = None
     batch_size: int = 8
     onset_anchor: str = "newest"
+    onset_source: str = "clip"
 
     def __post_init__(self):
         if self.onset_anchor not in ONSET_ANCHORS:
             raise ValueError(f"onset_anchor must be one of {ONSET_ANCHORS}, got {self.onset_anchor!r}")
+        if self.onset_source not in ONSET_SOURCES:
+            raise ValueError(f"onset_source must be one of {ONSET_SOURCES}, got {self.onset_source!r}")
 
     @classmethod
     def from_model_config(cls, cfg: Mapping[str, Any], **overrides) -> "DetectorConfig":
@@ -85,6 +94,8 @@ class DetectorConfig:
                 kw[k] = float(th[k])
         if th.get("onset_anchor"):
             kw["onset_anchor"] = str(th["onset_anchor"])
+        if th.get("onset_source"):
+            kw["onset_source"] = str(th["onset_source"])
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kw)
 
@@ -131,6 +142,13 @@ class Detector:
                 fps = fe.frames_per_second
                 raise ValueError(f"window of {config.window.window_s} s ({self.T} frames) is outside the model's "
                                  f"range {spec.t_min / fps:.2f}..{spec.t_max / fps:.2f} s")
+        self._frames_mode = config.onset_source == "frames"
+        if self._frames_mode and (not callable(getattr(engine, "infer_frames", None))
+                                  or getattr(engine, "has_frames", True) is False):
+            raise ValueError(f"onset_source 'frames' needs an engine with a frame head (infer_frames); "
+                             f"{getattr(engine, 'name', type(engine).__name__)} has none: use onset_source 'clip'")
+        # what digital silence looks like to the model: pads clips shorter than one window
+        self._floor = normalize(fbank(np.zeros(4 * fe.frame_length, np.float32), fe)[:1], fe)[0]
         self.input_rate = check_rate(config.input_rate or fe.sample_rate)
         self.hop_s = self.hop_frames * fe.frame_shift_ms / 1000.0
         self.window_s = self.T * fe.frame_shift_ms / 1000.0
@@ -155,7 +173,9 @@ class Detector:
         self._time_offset_s = 0.0      # seconds skipped by gaps (dropped input) before the current segment
         self.samples_in = 0
         self.windows_scored = 0
+        self._segment_windows = 0       # windows scored since the last reset or gap
         self.last_scores: np.ndarray | None = None
+        self.last_clip_scores: np.ndarray | None = None
 
     def with_config(self, **changes) -> "Detector":
         """A new detector on the same engine with some settings changed (state starts fresh)."""
@@ -187,6 +207,18 @@ class Detector:
             wins = self._windows.push(normalize(frames, self.config.frontend)) if frames.shape[0] else []
         return [PendingWindow(end, w) for end, w in wins]
 
+    def infer_batch(self, batch: np.ndarray) -> np.ndarray:
+        """The scores the tracker follows for windows ``(B, T, F)``: ``(B, C)``.
+
+        The clip head's scores, or with ``onset_source="frames"`` the frame head's newest frame (the clip
+        scores of the same run are kept in :attr:`last_clip_scores`).
+        """
+        if not self._frames_mode:
+            return np.asarray(self.engine.infer(batch), dtype=np.float32)
+        clip, frames = self.engine.infer_frames(batch)
+        self.last_clip_scores = np.asarray(clip, dtype=np.float32)[-1]
+        return np.asarray(frames, dtype=np.float32)[:, -1, :]           # (B, T', C) -> (B, C): the newest frame
+
     def score(self, windows: list[PendingWindow]) -> np.ndarray:
         """Run the engine on pending windows in batches: ``(n, C)``."""
         out = []
@@ -194,7 +226,7 @@ class Detector:
         with self.timer("inference"):
             for i in range(0, len(windows), bs):
                 batch = np.stack([w.window for w in windows[i:i + bs]])       # (B, T, F)
-                out.append(np.asarray(self.engine.infer(batch), dtype=np.float32))
+                out.append(self.infer_batch(batch))
         if not out:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         scores = np.concatenate(out)
@@ -210,10 +242,15 @@ class Detector:
             for w, s in zip(windows, scores):
                 t_end = self._frame_time(w.end_frame)
                 t_centre = t_end - self.window_s / 2
-                t_on = t_centre if self.config.onset_anchor == "centre" else t_end - self.hop_s
-                events += self.tracker.update(t_on, s, t_offset=t_centre)
+                if self._frames_mode:        # the newest frame scores the newest hop
+                    t_on = t_off = t_end - self.hop_s
+                else:
+                    t_on = t_centre if self.config.onset_anchor == "centre" else t_end - self.hop_s
+                    t_off = t_centre
+                events += self.tracker.update(t_on, s, t_offset=t_off)
                 self.last_scores = s
                 self.windows_scored += 1
+                self._segment_windows += 1
                 if self.on_window is not None:
                     self.on_window(t_end, s)
         return events
@@ -232,7 +269,13 @@ class Detector:
         self._resampler.reset()
         self._fbank.reset()
         self._windows.reset()
+        self._segment_windows = 0
         return events
+
+    def _pad(self, feats: np.ndarray) -> np.ndarray:
+        """Frames ``(n, F)`` with ``n < T`` padded to one window ``(T, F)`` with digital silence after them."""
+        pad = np.repeat(self._floor[None, :], self.T - feats.shape[0], axis=0)
+        return np.concatenate([feats, pad]).astype(np.float32)
 
     def flush(self) -> list[Event]:
         """End of stream: drain the resampler and close open events."""
@@ -241,6 +284,11 @@ class Detector:
             wins = self._frames_to_windows(self._resampler.flush())
             if wins:
                 events += self.accept(wins, self.score(wins))
+        tail = self._windows.buffered()
+        if self._segment_windows == 0 and tail.shape[0] > 0:
+            # a stream (or file) shorter than one window: score what there is, padded with silence
+            wins = [PendingWindow(self._windows.frames_seen, self._pad(tail))]
+            events += self.accept(wins, self.score(wins))
         with self.timer("post"):
             events += self.tracker.flush(self.time_s)
         return events
@@ -257,8 +305,7 @@ class Detector:
     def clip_scores(self, audio: np.ndarray) -> np.ndarray:
         """Tag a whole clip: the mean of its window scores, ``(C,)``.
 
-        A clip shorter than one window but at least the model's shortest window is scored as a
-        single window of its own length.
+        A clip shorter than one window is padded with digital silence to one window and scored once.
         """
         audio = check_audio(audio, self.input_rate, what="audio")
         rs = StreamingResampler(self.input_rate, self.config.frontend.sample_rate)
@@ -266,16 +313,20 @@ class Detector:
         fb = StreamingFbank(self.config.frontend)
         feats = normalize(fb.push(x), self.config.frontend)                 # (N, F)
         n = feats.shape[0]
-        spec = getattr(self.engine, "spec", None)
-        t_min = spec.t_min if spec is not None else 1
-        if n < self.T:
-            if n < t_min:
-                need = t_min * self.config.frontend.frame_shift_ms / 1000.0 + 0.015
-                raise ValueError(f"audio too short to tag: {x.shape[0] / self.config.frontend.sample_rate:.3f} s; "
-                                 f"accepted are clips of at least {need:.2f} s")
-            wins = [PendingWindow(n, feats)]
+        if n == 0:
+            need = self.config.frontend.frame_length / self.config.frontend.sample_rate
+            raise ValueError(f"audio too short to tag: {x.shape[0] / self.config.frontend.sample_rate:.3f} s; "
+                             f"accepted are clips of at least {need:.3f} s (one frame)")
+        if n < self.T:            # shorter than a window: padded with digital silence and scored once
+            wins = [PendingWindow(n, self._pad(feats))]
         else:
             from realtime.windows import WindowScheduler
 
             wins = [PendingWindow(e, w) for e, w in WindowScheduler(self.T, self.hop_frames, feats.shape[1]).push(feats)]
-        return self.score(wins).mean(axis=0)
+        scores = []
+        bs = max(1, int(self.config.batch_size))
+        with self.timer("inference"):
+            for i in range(0, len(wins), bs):
+                scores.append(np.asarray(self.engine.infer(np.stack([w.window for w in wins[i:i + bs]])),
+                                         dtype=np.float32))
+        return np.concatenate(scores).mean(axis=0)

@@ -43,6 +43,7 @@ class MultiStreamRunner:
         self.detectors: dict[Hashable, Detector] = {sid: Detector(engine, config) for sid in stream_ids}
         if not self.detectors:
             raise ValueError("MultiStreamRunner needs at least one stream id")
+        self._scorer = next(iter(self.detectors.values()))
         spec = getattr(engine, "spec", None)
         self.max_batch = int(max_batch or (spec.max_batch if spec is not None else 32))
         self.infer_calls = 0
@@ -65,7 +66,7 @@ class MultiStreamRunner:
             parts = []
             for i in range(0, len(pending), self.max_batch):
                 batch = np.stack([w.window for _, w in pending[i:i + self.max_batch]])   # (B, T, F)
-                parts.append(np.asarray(self.engine.infer(batch), dtype=np.float32))
+                parts.append(self._scorer.infer_batch(batch))   # every detector shares the engine and settings
                 self.infer_calls += 1
             scores = np.concatenate(parts)
         out: dict[Hashable, list[Event]] = {sid: [] for sid in chunks}

@@ -33,6 +33,10 @@ class WindowScheduler:
         self._buf_start = 0              # frame index of _buf[0]
         self._next_end = self.T          # frame index at which the next window ends
 
+    def buffered(self) -> np.ndarray:
+        """The frames held for future windows ``(n, F)`` (all frames so far, before the first window)."""
+        return self._buf
+
     @property
     def frames_seen(self) -> int:
         return self._buf_start + self._buf.shape[0]
