@@ -18,6 +18,7 @@ import csv
 import logging
 import os
 import pickle
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -52,10 +53,14 @@ def read_efficientat_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe pickle"
-        raise CheckpointError(f"{path.name}: refused to unpickle (it holds more than tensors: {first[:160]}); "
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        why = next((ln for ln in lines if ln.startswith(("Trying to load", "Unsupported"))), None)
+        if why is not None:  # a pickle that names code or classes: refused, nothing was run
+            raise CheckpointError(f"{path.name}: refused to unpickle: {why[:160]}; expected {_LAYOUT}") from e
+        raise CheckpointError(f"{path.name}: not a readable PyTorch checkpoint ({(lines or ['bad pickle'])[0][:100]}); "
                               f"expected {_LAYOUT}") from e
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, IndexError,
+            struct.error) as e:
         raise CheckpointError(f"{path.name}: cannot read it as a PyTorch checkpoint "
                               f"({type(e).__name__}: {str(e).strip()[:120]}); expected {_LAYOUT}") from e
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
@@ -73,20 +78,19 @@ def efficientat_labels(csv_path: str | os.PathLike) -> list[str]:
         for i, r in enumerate(csv.DictReader(f)):
             if "index" not in r or "display_name" not in r:
                 raise CheckpointError(f"{csv_path}: expected columns index,mid,display_name")
-            if int(r["index"]) != i:
-                raise CheckpointError(f"{csv_path}: row {i + 2} has index {r['index']}, expected {i}")
+            if not str(r["index"]).strip().isdigit() or int(r["index"]) != i:
+                raise CheckpointError(f"{csv_path}: row {i + 2} has index {r['index']!r}, expected {i}")
             rows.append(r["display_name"])
     return rows
 
 
 def _width_of(state: Mapping[str, torch.Tensor]) -> float | None:
     """The width multiplier a state dict was built with, from its first conv's channels (None if unknown)."""
-    w = state.get("features.0.0.weight")
-    if w is None or w.dim() != 4:
+    w, last = state.get("features.0.0.weight"), state.get("features.16.0.weight")
+    if w is None or last is None or w.dim() != 4 or last.dim() != 4:
         return None
     for m in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0):
-        if make_divisible(16 * m) == w.shape[0] and make_divisible(160 * m) * 6 == \
-                state.get("features.16.0.weight", w).shape[0]:
+        if make_divisible(16 * m) == w.shape[0] and make_divisible(160 * m) * 6 == last.shape[0]:
             return m
     return None
 

@@ -243,7 +243,10 @@ class MobileNetAudio(AEDModel):
     def forward_head(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Clip logits ``(B, C)`` (pool -> MLP) and frame logits ``(B, T', C)`` (the MLP on every time column)."""
         frames = feats.mean(dim=2).transpose(1, 2)               # (B, D, F', T') -> (B, T', D)
-        return self.classifier(feats), self._mlp(frames)
+        pooled = feats.mean(dim=(2, 3)).unsqueeze(1)             # (B, D, F', T') -> (B, 1, D)
+        # one MLP call over [pooled; frames] so that an exported graph holds the head's weights once
+        out = self._mlp(torch.cat([pooled, frames], dim=1))      # (B, 1 + T', C)
+        return out[:, 0], out[:, 1:]
 
     def forward_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.forward_head(self.forward_features(x))

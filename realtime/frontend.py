@@ -14,7 +14,7 @@ frame_shift`` samples of context, so any chunking gives the same frames as the o
 frames centred on ``k * hop`` with the signal's start reflected (``torch.stft(center=True)``), a symmetric Hann
 window without DC removal, power spectrum, Kaldi mel bands designed at ``cfg.reference_rate`` with the
 pre-emphasis response ``|1 - a e^{-jw}|^2`` of that rate folded in per FFT bin, and ``log(x + 1e-5)``. A stream
-cannot see its end, so frames stop where the window would run past the last sample: offline, that is two
+cannot see its end, so frames stop where the window would run past the last sample: offline, that is one or two
 frames fewer at the end than ``torch.stft``'s end padding gives; every other frame is the same.
 
 Example:

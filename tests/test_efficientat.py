@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import struct
 from pathlib import Path
 from typing import Callable
 
@@ -240,9 +239,6 @@ def test_wrong_width_names_the_width(checkpoint, tmp_path):
     assert "width 0.4" in msg and "looks like width 1.0" in msg, msg
 
 
-@pytest.mark.xfail(strict=True, raises=(KeyError, IndexError, struct.error),
-                   reason="models/efficientat.py: torch's weights-only unpickler raises KeyError / IndexError / "
-                          "struct.error on some non-checkpoint bytes, and read_efficientat_state lets them through")
 @pytest.mark.parametrize("content", [b"hello world\n", b"eg", b"Jh"], ids=["text", "indexerror", "struct"])
 def test_any_non_checkpoint_bytes_give_checkpoint_error(content, tmp_path):
     path = tmp_path / "not_a_checkpoint.pt"
