@@ -273,9 +273,10 @@ class Detector:
         return events
 
     def _pad(self, feats: np.ndarray) -> np.ndarray:
-        """Frames ``(n, F)`` with ``n < T`` padded to one window ``(T, F)`` with digital silence after them."""
+        """Frames ``(n, F)`` with ``n < T`` as one window ``(T, F)``: digital silence first, as if the stream had
+        been silent before them, so the sound sits in the window's newest frames."""
         pad = np.repeat(self._floor[None, :], self.T - feats.shape[0], axis=0)
-        return np.concatenate([feats, pad]).astype(np.float32)
+        return np.concatenate([pad, feats]).astype(np.float32)
 
     def flush(self) -> list[Event]:
         """End of stream: drain the resampler and close open events."""
@@ -286,9 +287,18 @@ class Detector:
                 events += self.accept(wins, self.score(wins))
         tail = self._windows.buffered()
         if self._segment_windows == 0 and tail.shape[0] > 0:
-            # a stream (or file) shorter than one window: score what there is, padded with silence
-            wins = [PendingWindow(self._windows.frames_seen, self._pad(tail))]
-            events += self.accept(wins, self.score(wins))
+            # a stream (or file) shorter than one window: score what there is, padded with silence, as one
+            # window that spans the whole segment
+            with self.timer("inference"):
+                s = self.infer_batch(self._pad(tail)[None])[0]
+            t_end = self._frame_time(self._windows.frames_seen)
+            with self.timer("post"):
+                events += self.tracker.update(self._time_offset_s, s, t_offset=t_end)
+            self.last_scores = s
+            self.windows_scored += 1
+            self._segment_windows += 1
+            if self.on_window is not None:
+                self.on_window(t_end, s)
         with self.timer("post"):
             events += self.tracker.flush(self.time_s)
         return events

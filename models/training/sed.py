@@ -346,7 +346,7 @@ def train_sed(cfg: SedConfig) -> Path:
             opt.step()
             ema.update(model)
             step += 1
-            loss_sum += float(loss)
+            loss_sum += float(loss.detach())
         metrics: dict[str, Any] = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / steps,
                                    "epoch_seconds": time.time() - t0}
         raw = {k: v.detach().clone() for k, v in model.state_dict().items()}

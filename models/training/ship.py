@@ -19,9 +19,20 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from realtime.detector import ONSET_ANCHORS
+from realtime.detector import ONSET_ANCHORS, ONSET_SOURCES
 
-__all__ = ["ship"]
+__all__ = ["ship", "PRETRAINED_NOTICE"]
+
+#: Where shipped weights derived from EfficientAT's checkpoint credit it; the MIT notice is copied from the
+#: LICENSE file beside the checkpoint when it is there.
+PRETRAINED_NOTICE = """## Pretrained origin
+
+The network was initialised from EfficientAT's AudioSet-pretrained MobileNetV3 `mn04_as` (mAP 43.2) and then
+fine-tuned, every parameter, in this project's own training run (no tensor is shipped unchanged):
+F. Schmid, K. Koutini, G. Widmer, "Efficient Large-Scale Audio Tagging via Transformer-to-CNN Knowledge
+Distillation", ICASSP 2023 (arXiv 2211.04772); code and models at github.com/fschmid56/EfficientAT.
+Released under the MIT licence:
+"""
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -33,7 +44,8 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 
 def ship(checkpoint: str | Path, out: str | Path, threshold: float | None = None, onset_anchor: str | None = None,
          extra: Mapping[str, Any] | None = None, license_txt: str | Path | None = None,
-         title: str = "Attribution for the aed_default model's training clips") -> Path:
+         title: str = "Attribution for the aed_default model's training clips", per_class: Mapping[str, float] | None
+         = None, onset_source: str | None = None, pretrained_license: str | Path | None = None) -> Path:
     """Write ``out/{model.safetensors,config.json,model.onnx,ATTRIBUTION.md}`` from a training checkpoint.
 
     Args:
@@ -44,6 +56,10 @@ def ship(checkpoint: str | Path, out: str | Path, threshold: float | None = None
         extra: merged into the config's ``training`` block (evaluation results, stages, hardware).
         license_txt: ESC-50 ``LICENSE.txt``; default ``<data>/LICENSE.txt`` from the training config.
         title: heading of ``ATTRIBUTION.md``.
+        per_class: per-class thresholds by label (tuned on validation soundscapes).
+        onset_source: ``"frames"`` or ``"clip"`` (what the tracker follows); ``None`` keeps it.
+        pretrained_license: the pretrained checkpoint's LICENSE (its MIT notice goes into ``ATTRIBUTION.md``);
+            default the LICENSE beside the checkpoint named in the training provenance, where it exists.
     """
     from models.io import export_onnx, load
     from realtime.detector import DetectorConfig
@@ -60,6 +76,10 @@ def ship(checkpoint: str | Path, out: str | Path, threshold: float | None = None
         thresholds["default"] = float(threshold)
     if onset_anchor is not None:
         thresholds["onset_anchor"] = onset_anchor
+    if per_class is not None:
+        thresholds["per_class"] = {str(k): float(v) for k, v in per_class.items()}
+    if onset_source is not None:
+        thresholds["onset_source"] = onset_source
     config["thresholds"] = thresholds
     # Refuse what the runtime would refuse, with its own checks: the detector reads the anchor, the tracker
     # the thresholds (both raise ValueError naming what is accepted).
@@ -74,11 +94,19 @@ def ship(checkpoint: str | Path, out: str | Path, threshold: float | None = None
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     export_onnx(model.eval(), out / "model.onnx", config)
 
-    tc = config["training"].get("train_config") or {}
+    tc = config["training"].get("train_config") or config["training"].get("sed_config") or {}
     if tc.get("layout", "esc50") == "esc50" and tc.get("data"):
         ds = load_split("esc50", tc["data"], tc.get("train_folds"), tc.get("licenses"))
         lic = Path(license_txt) if license_txt else Path(tc["data"]) / "LICENSE.txt"
         write_attribution(lic, [it.path.name for it in ds.items], out / "ATTRIBUTION.md", title)
+    pre = tc.get("pretrained")
+    if pre:
+        mit = Path(pretrained_license) if pretrained_license else Path(pre).parent / "LICENSE"
+        if not mit.is_file():
+            raise FileNotFoundError(f"no LICENSE for the pretrained checkpoint at {mit}; pass --pretrained-license")
+        note = PRETRAINED_NOTICE + "\n```\n" + mit.read_text().strip() + "\n```\n"
+        with open(out / "ATTRIBUTION.md", "a") as f:
+            f.write("\n" + note)
     return out
 
 
@@ -90,10 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--onset-anchor", choices=ONSET_ANCHORS, help="where onsets are time-stamped")
     p.add_argument("--extra", metavar="JSON", help="JSON file merged into the config's training block")
     p.add_argument("--license-txt", help="ESC-50 LICENSE.txt (default: <data>/LICENSE.txt)")
+    p.add_argument("--thresholds", metavar="JSON", help="JSON file {default, per_class} of tuned thresholds "
+                                                        "(e.g. the 'thresholds' block of eval_detector's eval.json)")
+    p.add_argument("--onset-source", choices=ONSET_SOURCES, help="what the event tracker follows")
+    p.add_argument("--pretrained-license", help="LICENSE of the pretrained checkpoint (default: beside it)")
     a = p.parse_args(argv)
     try:
         extra = json.loads(Path(a.extra).read_text()) if a.extra else None
-        out = ship(a.checkpoint, a.out, a.threshold, a.onset_anchor, extra, a.license_txt)
+        th = json.loads(Path(a.thresholds).read_text()) if a.thresholds else {}
+        threshold = a.threshold if a.threshold is not None else th.get("default")
+        out = ship(a.checkpoint, a.out, threshold, a.onset_anchor, extra, a.license_txt,
+                   per_class=th.get("per_class"), onset_source=a.onset_source,
+                   pretrained_license=a.pretrained_license)
     except (ValueError, OSError) as e:  # bad settings, unreadable checkpoint or JSON: one line, not a traceback
         print(f"ship: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,214 @@
+"""The detection recipe and the frame-head runtime: targets, negatives, frame onsets, short clips, replay."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from models.training.sed import SedBatcher, SedConfig, frame_targets_to  # noqa: E402
+from models.training.sed_data import NegativeBank, activity_mask, coloured_noise, dither, features  # noqa: E402
+from models.training.sed_eval import Trace, onset_latency, record_trace, replay  # noqa: E402
+from models.training.data import StrongLabel  # noqa: E402
+from realtime import Detector  # noqa: E402
+from realtime.config import FrontEndConfig, efficientat_frontend  # noqa: E402
+from realtime.detector import DetectorConfig  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FE = efficientat_frontend(16000, 32)
+SR = 16000
+
+
+def _burst(seconds: float, start: float, stop: float, freq: float = 1000.0, amp: float = 0.3) -> np.ndarray:
+    x = np.zeros(int(seconds * SR), np.float32)
+    a, b = int(start * SR), int(stop * SR)
+    x[a:b] = amp * np.sin(2 * np.pi * freq * np.arange(b - a) / SR)
+    return x
+
+
+def _bank() -> NegativeBank:
+    bank = NegativeBank()
+    rng = np.random.default_rng(0)
+    bank.add("silence", np.zeros(SR * 3, np.float32), FE)
+    bank.add("dither", dither(3.0, rng), FE)
+    bank.add("coloured:pink", coloured_noise("pink", 3.0, rng), FE)
+    return bank
+
+
+def test_activity_mask_marks_the_sound_and_not_the_silence():
+    m = activity_mask(features(_burst(3.0, 1.0, 2.0), FE), FE)
+    assert not m[:90].any() and m[110:190].all() and not m[215:].any()
+
+
+def _batcher(**kw) -> SedBatcher:
+    clips = [features(_burst(5.0, 2.0, 3.0, 800.0), FE), features(_burst(5.0, 0.5, 1.5, 3000.0), FE)]
+    return SedBatcher(clips, [0, 1], 2, FE, _bank(), SedConfig(**kw))
+
+
+def test_negatives_have_no_targets_and_positives_follow_the_activity():
+    b = _batcher(mix_prob=0.0)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        x, y = b.example(100, rng, negative=True)
+        assert x.shape == (100, 32) and torch.isfinite(x).all() and y.sum() == 0
+    found = 0
+    for _ in range(40):
+        x, y = b.example(100, rng, negative=False)
+        assert torch.isfinite(x).all()
+        active = y.sum(dim=1) > 0
+        if active.any():
+            found += 1
+            # energy where the target says the event is: louder than where it says nothing
+            assert y[:, 0].sum() == 0 or y[:, 1].sum() == 0
+    assert found >= 30
+
+
+def test_a_crop_of_a_silent_stretch_is_not_the_clips_class():
+    b = _batcher()
+    start = b._quiet_start(b.masks[0], 100)
+    assert start is not None and not b.masks[0][start:start + 100].any()
+    x, yc, yf = b.batch(64, 100, np.random.default_rng(3))
+    assert yc.shape == (64, 2) and yf.shape == (64, 100, 2)
+    assert ((yf.sum(dim=1) >= 3).float() == yc).all()     # a window is labelled only where its frames are
+
+
+def test_onset_crops_start_with_background():
+    b = _batcher(mix_prob=0.0)
+    rng = np.random.default_rng(4)
+    seen_onset_inside = 0
+    for _ in range(30):
+        p, m = b._event(0, 100, rng, onset=True)
+        first = int(torch.nonzero(m).flatten()[0]) if m.any() else None
+        if first and first > 0:
+            seen_onset_inside += 1
+            assert p[:first].sum() == 0              # nothing of the event before its onset
+    assert seen_onset_inside >= 20
+
+
+def test_frame_targets_pool_to_the_head_resolution():
+    yf = torch.zeros(1, 100, 1)
+    yf[0, 95:, 0] = 1
+    out = frame_targets_to(yf, 7)
+    assert out.shape == (1, 7, 1) and out[0, -1, 0] == 1 and out[0, :5, 0].sum() == 0
+
+
+class _FrameEngine:
+    """Fires on loud frames: clip score = loud anywhere, frame scores = loud per tenth of the window."""
+
+    labels = ["tone"]
+
+    def __init__(self, frames: int = 10):
+        self.n = frames
+
+    def infer(self, x):
+        return (x.max(axis=(1, 2)) > 0.0).astype(np.float32)[:, None]
+
+    def infer_frames(self, x):
+        parts = np.array_split(x, self.n, axis=1)
+        fr = np.stack([(p.max(axis=(1, 2)) > 0.0).astype(np.float32) for p in parts], axis=1)[:, :, None]
+        return self.infer(x), fr
+
+
+def test_frame_onsets_fire_as_soon_as_the_sound_is_in_the_window():
+    audio = _burst(4.0, 2.0, 3.0, amp=0.5)
+    cfg = DetectorConfig(frontend=FE, onset_source="frames")
+    det = Detector(_FrameEngine(), cfg)
+    emitted = []
+    for i in range(0, len(audio), 1600):
+        now = (i + 1600) / SR
+        emitted += [(e, now) for e in det.push(audio[i:i + 1600]) if e.kind == "onset"]
+    assert emitted, "no onset"
+    ev, at = emitted[0]
+    assert abs(ev.onset_s - 2.0) <= 0.15 and at - 2.0 <= 0.25
+    clip = Detector(_FrameEngine(), DetectorConfig(frontend=FE, onset_source="clip", onset_anchor="newest"))
+    ons = [e for e in clip.process(audio) if e.kind == "onset"]
+    assert ons and abs(ons[0].onset_s - 2.0) <= 0.15
+
+
+def test_frame_source_needs_an_engine_with_a_frame_head():
+    class ClipOnly:
+        labels = ["x"]
+
+        def infer(self, x):
+            return np.zeros((len(x), 1), np.float32)
+
+    with pytest.raises(ValueError, match="frame head"):
+        Detector(ClipOnly(), DetectorConfig(frontend=FE, onset_source="frames"))
+    with pytest.raises(ValueError, match="onset_source"):
+        DetectorConfig(frontend=FE, onset_source="middle")
+
+
+@pytest.mark.parametrize("source", ["frames", "clip"])
+def test_a_clip_shorter_than_the_window_is_padded_and_scored(source):
+    audio = _burst(0.4, 0.05, 0.35, amp=0.5)             # a 0.3 s sound in a 0.4 s file
+    det = Detector(_FrameEngine(), DetectorConfig(frontend=FE, onset_source=source))
+    events = det.process(audio)
+    assert [e.kind for e in events] == ["onset", "offset"] and events[0].label == "tone"
+    assert det.clip_scores(audio)[0] == 1.0
+    assert det.clip_scores(np.zeros(3200, np.float32))[0] == 0.0   # padding alone is silence, not a sound
+    with pytest.raises(ValueError, match="too short"):
+        det.clip_scores(np.zeros(100, np.float32))
+
+
+def test_replay_reproduces_streaming_events():
+    audio = np.concatenate([_burst(3.0, 1.0, 2.0, amp=0.4), _burst(3.0, 0.5, 1.2, amp=0.4)])
+    det = Detector(_FrameEngine(), DetectorConfig(frontend=FE, onset_source="frames"))
+    streamed = [e for e in det.process(audio) if e.kind == "offset"]
+    tr = record_trace(det, audio, "a.wav")
+    closed, emitted = replay(det, tr)
+    assert [(round(e.onset_s, 3), round(e.offset_s, 3)) for e in streamed] == \
+        [(round(r.onset, 3), round(r.offset, 3)) for r in closed]
+    assert len(emitted) == len(streamed) == 2
+    lat = onset_latency([StrongLabel("a.wav", 1.0, 2.0, "tone"), StrongLabel("a.wav", 3.5, 4.2, "tone")],
+                        {"a.wav": emitted})
+    assert lat["events_found"] == 2 and 0.0 <= lat["latency_median_s"] <= 0.3
+
+
+def test_onset_latency_counts_misses():
+    ref = [StrongLabel("f", 1.0, 2.0, "a"), StrongLabel("f", 5.0, 6.0, "a")]
+    lat = onset_latency(ref, {"f": [("a", 1.05, 1.2), ("b", 5.0, 5.1)]})
+    assert lat["events_found"] == 1 and lat["found_fraction"] == 0.5
+    assert lat["latency_median_s"] == pytest.approx(0.2)
+
+
+def test_onnx_engine_frame_scores_equal_torch(tmp_path):
+    import models
+    from engines import create_engine
+
+    model = models.create_model("mn_test").eval()
+    models.save(model, tmp_path)
+    _, cfg = models.load(tmp_path)
+    models.export_onnx(model, tmp_path / "model.onnx", cfg)
+    eng = create_engine("onnxruntime", tmp_path)
+    assert eng.has_frames
+    x = np.random.default_rng(0).standard_normal((2, 120, 32)).astype(np.float32)
+    clip, frames = eng.infer_frames(x)
+    with torch.no_grad():
+        c_ref, f_ref = model.forward_with_frames(torch.from_numpy(x))
+    np.testing.assert_allclose(clip, c_ref.numpy(), atol=1e-5)
+    np.testing.assert_allclose(frames, f_ref.numpy(), atol=1e-5)
+    np.testing.assert_allclose(eng.infer(x), clip, atol=1e-6)
+    teng = create_engine("torch", tmp_path)
+    np.testing.assert_allclose(teng.infer_frames(x)[1], frames, atol=1e-4)
+
+
+def test_train_sed_runs_writes_a_checkpoint_and_resumes(tmp_path):
+    data = ROOT.parent / "shared/data/esc50"
+    if not (data / "esc50.csv").is_file():
+        pytest.skip(f"ESC-50 not found at {data}")
+    from models.training.sed import train_sed
+    import models
+
+    cfg = SedConfig(model="mn_test", pretrained=None, data=str(data), train_folds=[1], val_folds=[],
+                    noise_dir=str(ROOT.parent / "shared/data/noise"), out=str(tmp_path / "run"),
+                    cache_dir=str(tmp_path / "cache"), epochs=1, steps_per_epoch=2, batch_size=8)
+    final = train_sed(cfg)
+    model, config = models.load(final)
+    assert config["frontend"]["kind"] == "efficientat" and len(config["labels"]) == 50
+    assert config["training"]["train_folds"] == [1] and config["training"]["licenses"] == ["CC0", "CC-BY"]
+    cfg.epochs = 2
+    train_sed(cfg)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and '"epoch": 2' in lines[1]
