@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-scapes", type=int, default=40)
     ap.add_argument("--sources", nargs="+", default=["frames", "clip"])
     ap.add_argument("--no-psds", action="store_true")
+    ap.add_argument("--no-early-windows", action="store_true", help="wait for a full window at a stream's start")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     t0 = time.time()
@@ -125,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     res["scapes"] = {"tune": a.tune_scapes, "test": a.test_scapes, "tune_clips": len(tune_items),
                      "test_clips": len(test_items)}
     for source in a.sources:
-        cfg = DetectorConfig(**{**base_cfg.__dict__, "onset_source": source, "thresholds": {}})
+        cfg = DetectorConfig(**{**base_cfg.__dict__, "onset_source": source, "thresholds": {},
+                                "early_windows": not a.no_early_windows})
         try:
             d = Detector(eng, cfg)
         except ValueError as e:
@@ -136,13 +138,14 @@ def main(argv: list[str] | None = None) -> int:
         neg_tr = {k: record_trace(d, x, k) for k, x in neg_eval.items()}
         negt_tr = {k: record_trace(d, x, k) for k, x in neg_train.items()}
         tuned = tune_thresholds(d, tune_tr, tune_ref, negt_tr)
-        dt = d.with_config(threshold=tuned["default"], thresholds=tuned["per_class"])
+        dt = d.with_config(threshold=tuned["default"], thresholds=tuned["per_class"], merge_gap_s=tuned["merge_gap_s"])
         r = {"thresholds": tuned, "test": soundscape_metrics(dt, test_tr, test_ref),
-             "test_default_only": soundscape_metrics(d.with_config(threshold=tuned["default"], thresholds={}),
+             "test_default_only": soundscape_metrics(d.with_config(threshold=tuned["default"], thresholds={},
+                                                                   merge_gap_s=tuned["merge_gap_s"]),
                                                      test_tr, test_ref),
              "negatives": false_events_per_hour(dt, neg_tr)}
         if not a.no_psds:
-            r["test"].update(psds1(d, test_tr, test_ref))
+            r["test"].update(psds1(d.with_config(merge_gap_s=tuned["merge_gap_s"]), test_tr, test_ref))
         res[source] = r
         log.info("%s: %s", source, {k: v for k, v in r["test"].items() if isinstance(v, float)})
         log.info("%s negatives: %.1f events/h", source, r["negatives"]["per_hour"])

@@ -56,6 +56,9 @@ class DetectorConfig:
             the frame head's newest frame, which covers the window's last hop: an event opens as soon as the
             sound is in the window, and onsets and offsets are placed at that newest hop). Needs an engine with
             ``infer_frames``. Clip scores (``clip_scores``, ``--tags``) always come from the clip head.
+        early_windows: score a window every hop from the stream's start, the missing past filled with digital
+            silence, instead of waiting for one full window (a sound in the first second is heard one hop after
+            it starts). ``clip_scores`` always uses full windows only.
     """
 
     frontend: FrontEndConfig = field(default_factory=FrontEndConfig)
@@ -69,6 +72,7 @@ class DetectorConfig:
     batch_size: int = 8
     onset_anchor: str = "newest"
     onset_source: str = "clip"
+    early_windows: bool = False
 
     def __post_init__(self):
         if self.onset_anchor not in ONSET_ANCHORS:
@@ -96,6 +100,8 @@ class DetectorConfig:
             kw["onset_anchor"] = str(th["onset_anchor"])
         if th.get("onset_source"):
             kw["onset_source"] = str(th["onset_source"])
+        if "early_windows" in th:
+            kw["early_windows"] = bool(th["early_windows"])
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kw)
 
@@ -157,7 +163,8 @@ class Detector:
         self._fbank = StreamingFbank(fe)
         from realtime.windows import WindowScheduler
 
-        self._windows = WindowScheduler(self.T, self.hop_frames, fe.num_mel_bins)
+        self._windows = WindowScheduler(self.T, self.hop_frames, fe.num_mel_bins,
+                                        pad=self._floor if config.early_windows else None)
         self.tracker = EventTracker(self.labels, threshold=config.threshold, thresholds=config.thresholds,
                                     release_ratio=config.release_ratio, min_duration_s=config.min_duration_s,
                                     merge_gap_s=config.merge_gap_s, hop_s=self.hop_s)

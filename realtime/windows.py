@@ -18,20 +18,26 @@ class WindowScheduler:
 
     The first window ends at frame ``T``; each following one ``hop`` frames later. ``end_frame``
     counts frames since the last reset, so ``end_frame * frame_shift`` is the window's end time.
+
+    With ``pad`` (a ``(F,)`` frame, e.g. what digital silence gives), the windows start early: one ends at every
+    hop before ``T`` too, its missing past filled with ``pad``, as if the stream had been silent before it
+    started. A detector then hears a sound at the very start of a stream one hop after it, not one window after.
     """
 
-    def __init__(self, window_frames: int, hop_frames: int, num_mel_bins: int):
+    def __init__(self, window_frames: int, hop_frames: int, num_mel_bins: int, pad: np.ndarray | None = None):
         if window_frames <= 0 or hop_frames <= 0:
             raise ValueError(f"window and hop must be positive frame counts, got {window_frames}, {hop_frames}")
         self.T = int(window_frames)
         self.hop = int(hop_frames)
         self.F = int(num_mel_bins)
+        self.pad = None if pad is None else np.asarray(pad, np.float32).reshape(1, self.F)
         self.reset()
 
     def reset(self) -> None:
         self._buf = np.zeros((0, self.F), dtype=np.float32)
         self._buf_start = 0              # frame index of _buf[0]
-        self._next_end = self.T          # frame index at which the next window ends
+        # frame index at which the next window ends
+        self._next_end = self.T if self.pad is None else min(self.T, self.hop)
 
     def buffered(self) -> np.ndarray:
         """The frames held for future windows ``(n, F)`` (all frames so far, before the first window)."""
@@ -47,7 +53,11 @@ class WindowScheduler:
         out: list[tuple[int, np.ndarray]] = []
         while self._next_end <= self.frames_seen:
             lo = self._next_end - self.T - self._buf_start
-            out.append((self._next_end, self._buf[lo:lo + self.T].copy()))
+            if lo < 0:   # an early window: the stream's missing past is padding
+                win = np.concatenate([np.repeat(self.pad, -lo, axis=0), self._buf[:self._next_end - self._buf_start]])
+            else:
+                win = self._buf[lo:lo + self.T].copy()
+            out.append((self._next_end, win))
             self._next_end += self.hop
         # keep only frames a future window can still use
         keep_from = self._next_end - self.T - self._buf_start

@@ -212,3 +212,33 @@ def test_train_sed_runs_writes_a_checkpoint_and_resumes(tmp_path):
     train_sed(cfg)
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and '"epoch": 2' in lines[1]
+
+
+def test_early_windows_hear_a_sound_at_the_start_of_a_stream():
+    audio = _burst(2.0, 0.2, 1.0, amp=0.5)
+    late = Detector(_FrameEngine(), DetectorConfig(frontend=FE, onset_source="frames"))
+    early = Detector(_FrameEngine(), DetectorConfig(frontend=FE, onset_source="frames", early_windows=True))
+    tr_late, tr_early = record_trace(late, audio, "a"), record_trace(early, audio, "a")
+    assert tr_late.end_frames[0] == 100 and tr_early.end_frames[0] == 10
+    _, em = replay(early, tr_early)
+    assert em and em[0][2] - 0.2 <= 0.2               # emitted within two hops of the sound
+    _, em_late = replay(late, tr_late)
+    assert em_late[0][2] >= 1.0                       # without: only once a full window exists
+    # chunk-size invariance holds with early windows too
+    a = [(e.kind, round(e.onset_s, 3)) for e in early.process(audio)]
+    early.reset()
+    b = []
+    for i in range(0, len(audio), 777):
+        b += [(e.kind, round(e.onset_s, 3)) for e in early.push(audio[i:i + 777])]
+    b += [(e.kind, round(e.onset_s, 3)) for e in early.flush()]
+    assert a == b
+
+
+def test_window_scheduler_pads_early_windows():
+    from realtime.windows import WindowScheduler
+
+    ws = WindowScheduler(4, 2, 1, pad=np.array([-9.0], np.float32))
+    out = ws.push(np.arange(6, dtype=np.float32)[:, None])
+    assert [e for e, _ in out] == [2, 4, 6]
+    np.testing.assert_array_equal(out[0][1][:, 0], [-9, -9, 0, 1])
+    np.testing.assert_array_equal(out[2][1][:, 0], [2, 3, 4, 5])

@@ -45,7 +45,8 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 def ship(checkpoint: str | Path, out: str | Path, threshold: float | None = None, onset_anchor: str | None = None,
          extra: Mapping[str, Any] | None = None, license_txt: str | Path | None = None,
          title: str = "Attribution for the aed_default model's training clips", per_class: Mapping[str, float] | None
-         = None, onset_source: str | None = None, pretrained_license: str | Path | None = None) -> Path:
+         = None, onset_source: str | None = None, pretrained_license: str | Path | None = None,
+         merge_gap_s: float | None = None, early_windows: bool | None = None) -> Path:
     """Write ``out/{model.safetensors,config.json,model.onnx,ATTRIBUTION.md}`` from a training checkpoint.
 
     Args:
@@ -58,6 +59,8 @@ def ship(checkpoint: str | Path, out: str | Path, threshold: float | None = None
         title: heading of ``ATTRIBUTION.md``.
         per_class: per-class thresholds by label (tuned on validation soundscapes).
         onset_source: ``"frames"`` or ``"clip"`` (what the tracker follows); ``None`` keeps it.
+        merge_gap_s: the tracker's merge gap (tuned with the thresholds); ``None`` keeps it.
+        early_windows: score from a stream's first hop (see :class:`realtime.detector.DetectorConfig`).
         pretrained_license: the pretrained checkpoint's LICENSE (its MIT notice goes into ``ATTRIBUTION.md``);
             default the LICENSE beside the checkpoint named in the training provenance, where it exists.
     """
@@ -80,6 +83,10 @@ def ship(checkpoint: str | Path, out: str | Path, threshold: float | None = None
         thresholds["per_class"] = {str(k): float(v) for k, v in per_class.items()}
     if onset_source is not None:
         thresholds["onset_source"] = onset_source
+    if merge_gap_s is not None:
+        thresholds["merge_gap_s"] = float(merge_gap_s)
+    if early_windows is not None:
+        thresholds["early_windows"] = bool(early_windows)
     config["thresholds"] = thresholds
     # Refuse what the runtime would refuse, with its own checks: the detector reads the anchor, the tracker
     # the thresholds (both raise ValueError naming what is accepted).
@@ -122,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                                                         "(e.g. the 'thresholds' block of eval_detector's eval.json)")
     p.add_argument("--onset-source", choices=ONSET_SOURCES, help="what the event tracker follows")
     p.add_argument("--pretrained-license", help="LICENSE of the pretrained checkpoint (default: beside it)")
+    p.add_argument("--early-windows", action="store_true", help="score from a stream's first hop")
     a = p.parse_args(argv)
     try:
         extra = json.loads(Path(a.extra).read_text()) if a.extra else None
@@ -129,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         threshold = a.threshold if a.threshold is not None else th.get("default")
         out = ship(a.checkpoint, a.out, threshold, a.onset_anchor, extra, a.license_txt,
                    per_class=th.get("per_class"), onset_source=a.onset_source,
-                   pretrained_license=a.pretrained_license)
+                   pretrained_license=a.pretrained_license, merge_gap_s=th.get("merge_gap_s"),
+                   early_windows=True if a.early_windows else None)
     except (ValueError, OSError) as e:  # bad settings, unreadable checkpoint or JSON: one line, not a traceback
         print(f"ship: error: {e}", file=sys.stderr)
         return 2
