@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_RUN := libportaudio2
-APT_TEST := libportaudio2 pulseaudio pulseaudio-utils alsa-utils libasound2-plugins xvfb x11-utils imagemagick \
+APT_TEST := libportaudio2 pulseaudio pulseaudio-utils alsa-utils libasound2-plugins xvfb x11-utils imagemagick espeak-ng \
 	libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libxcb-image0 libxcb-randr0 libxcb-render-util0 libxcb-shape0 \
 	libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libegl1 libgl1 libfontconfig1 libdbus-1-3
 ARGS ?=

@@ -26,7 +26,7 @@ from models.training.evaluate import clip_metrics, window_starts  # noqa: E402
 from models.training.events import event_f1, evaluate_soundscapes, latency_stats  # noqa: E402
 from models.training.loop import TrainConfig, cosine_schedule, train  # noqa: E402
 from models.training.metrics import average_precision, confusion_matrix  # noqa: E402
-from models.training.synth import SynthConfig, active_bounds, synthesise  # noqa: E402
+from models.training.synth import SynthConfig, active_bounds, active_runs, synthesise  # noqa: E402
 from realtime.config import FrontEndConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,6 +154,17 @@ def test_synth_is_deterministic_and_labels_are_tight(synth_inputs, tmp_path):
         if r.filename == "scape_0000.wav":
             mask[int(r.onset * SR):int(r.offset * SR)] = True
     assert mask.any() and np.mean(x[mask] ** 2) > 30 * np.mean(x[~mask] ** 2)
+
+
+def test_active_runs_split_a_clip_into_its_sounds():
+    x = np.concatenate([_tone(1000, 0.3, lead=0.2, tail=0.5), _tone(1000, 0.3, lead=0.0, tail=0.1),
+                        _tone(1000, 0.2, lead=0.0, tail=0.3)])
+    runs = active_runs(x, SR, min_gap_s=0.25)
+    assert len(runs) == 2   # 0.5 s gap splits; the 0.1 s gap does not
+    assert abs(runs[0][0] / SR - 0.2) <= 0.02 and abs(runs[0][1] / SR - 0.5) <= 0.02
+    assert abs(runs[1][0] / SR - 1.0) <= 0.02 and abs(runs[1][1] / SR - 1.6) <= 0.02
+    assert len(active_runs(x, SR, min_gap_s=0.6)) == 1
+    assert active_runs(np.zeros(SR, np.float32), SR) == []
 
 
 # -- augmentation -----------------------------------------------------------------------------------

@@ -159,8 +159,9 @@ def psds1(detector: Any, traces: Sequence[Trace], reference: Sequence[StrongLabe
         from psds_eval import PSDSEval
     except ImportError as e:
         return {"psds1": None, "psds_note": f"psds_eval is not installed ({e})"}
+    names = {t.name for t in traces}
     gt = pd.DataFrame([{"filename": r.filename, "onset": r.onset, "offset": r.offset, "event_label": r.event_label}
-                       for r in reference if r.filename in {t.name for t in traces}])
+                       for r in _merge_overlaps([r for r in reference if r.filename in names])])
     meta = pd.DataFrame([{"filename": t.name, "duration": t.duration_s} for t in traces])
     ev = PSDSEval(dtc_threshold=0.7, gtc_threshold=0.7, cttc_threshold=0.3, ground_truth=gt, metadata=meta)
     for th in thresholds:
@@ -173,27 +174,41 @@ def psds1(detector: Any, traces: Sequence[Trace], reference: Sequence[StrongLabe
         df = pd.DataFrame(rows, columns=["filename", "onset", "offset", "event_label"])
         ev.add_operating_point(df, info={"threshold": float(th)})
     res = ev.psds(alpha_ct=0.0, alpha_st=1.0, max_efpr=100)
-    return {"psds1": float(res.value)}
+    return {"psds1": float(res.value), "psds_note": "overlapping reference events of one class merged (psds_eval "
+                                                    "refuses them)"}
+
+
+def _merge_overlaps(rows: Sequence[StrongLabel]) -> list[StrongLabel]:
+    """Reference events with overlapping same-class events of one file merged into one."""
+    out: list[StrongLabel] = []
+    for r in sorted(rows, key=lambda r: (r.filename, r.event_label, r.onset)):
+        last = out[-1] if out else None
+        if last and last.filename == r.filename and last.event_label == r.event_label and r.onset <= last.offset:
+            out[-1] = StrongLabel(r.filename, last.onset, max(last.offset, r.offset), r.event_label)
+        else:
+            out.append(r)
+    return out
 
 
 def negative_streams(fe: Any, noise_dir: str | Path | None, cache_dir: str | Path, seed: int = 1
                      ) -> dict[str, np.ndarray]:
     """About ten minutes of held-out audio with none of the classes, by kind (16 kHz mono float32).
 
-    Silence (60 s), 1-LSB dither (60 s), white/pink/brown noise at -60, -40 and -20 dBFS (30 s each), the held-out
+    Silence (90 s), 1-LSB dither (60 s), white/pink/brown noise at -60, -40 and -20 dBFS (30 s each), the held-out
     last 30 % of each background recording at its recorded level, and the evaluation split of espeak-ng speech
     (voices and sentences not used in training) joined with 0.3 s of silence between sentences.
     """
     from .sed_data import SPEECH_EVAL, build_negative_bank, coloured_noise, dither, speech_clips
 
     rng = np.random.default_rng(seed + 77)
-    out: dict[str, np.ndarray] = {"silence": np.zeros(16000 * 60, np.float32), "dither": dither(60.0, rng)}
+    out: dict[str, np.ndarray] = {"silence": np.zeros(16000 * 90, np.float32), "dither": dither(60.0, rng)}
     for kind in ("white", "pink", "brown"):
-        out[f"{kind}_noise"] = np.concatenate([coloured_noise(kind, 30.0, rng, db) for db in (-60.0, -40.0, -20.0)])
+        out[f"generated_{kind}_noise"] = np.concatenate([coloured_noise(kind, 30.0, rng, db)
+                                                         for db in (-60.0, -40.0, -20.0)])
     bank = build_negative_bank(fe, noise_dir, "eval", cache_dir, keep_audio=True, seed=seed)
     for kind, clips in bank.audio.items():
         if kind.startswith("recording:"):
-            out[kind.split(":", 1)[1]] = np.concatenate(clips)
+            out["recording_" + kind.split(":", 1)[1]] = np.concatenate(clips)
     speech = speech_clips(SPEECH_EVAL, Path(cache_dir) / "speech-eval", np.random.default_rng(seed + 1000))
     if speech:
         gap = np.zeros(4800, np.float32)

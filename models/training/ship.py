@@ -93,6 +93,7 @@ def ship(checkpoint: str | Path, out: str | Path, threshold: float | None = None
     det = DetectorConfig.from_model_config(config)
     EventTracker(config["labels"], det.threshold, det.thresholds)
     config["training"] = _merge(dict(config.get("training") or {}), extra or {})
+    _check_trained(model, config["training"])
 
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("model.safetensors", "config.json", "model.onnx", "ATTRIBUTION.md"):
@@ -115,6 +116,27 @@ def ship(checkpoint: str | Path, out: str | Path, threshold: float | None = None
         with open(out / "ATTRIBUTION.md", "a") as f:
             f.write("\n" + note)
     return out
+
+
+def unchanged_pretrained_tensors(model: Any, checkpoint: str | Path) -> list[str]:
+    """Names of ``model``'s tensors that equal the pretrained checkpoint's tensor of the same name exactly."""
+    import torch
+
+    from models.efficientat import read_efficientat_state
+
+    pre = read_efficientat_state(checkpoint)
+    return [k for k, v in model.state_dict().items()
+            if k in pre and pre[k].shape == v.shape and torch.equal(pre[k].to(v.dtype), v.cpu())]
+
+
+def _check_trained(model: Any, training: Mapping[str, Any]) -> None:
+    tc = training.get("sed_config") or training.get("train_config") or {}
+    pre = tc.get("pretrained")
+    if pre and Path(pre).is_file():
+        same = unchanged_pretrained_tensors(model, pre)
+        if same:
+            raise ValueError(f"{len(same)} tensors equal the pretrained checkpoint's unchanged (e.g. {same[:3]}); "
+                             "shipped weights must all come out of our own training run")
 
 
 def main(argv: list[str] | None = None) -> int:

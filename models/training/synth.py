@@ -22,7 +22,7 @@ import numpy as np
 
 from .data import ClipDataset, StrongLabel, read_audio, write_dcase_tsv
 
-__all__ = ["SynthConfig", "active_bounds", "synthesise", "mix_soundscape"]
+__all__ = ["SynthConfig", "active_bounds", "active_runs", "synthesise", "mix_soundscape"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,10 @@ class SynthConfig:
         frame_s: frame length of the energy analysis.
         min_event_s: active spans shorter than this are widened around their centre.
         sample_rate: output rate.
+        split_events: label each active run of a clip as its own event (a dog clip with three barks gives three
+            events), runs closer than ``min_gap_s`` joined; otherwise one event from the first to the last
+            active frame.
+        min_gap_s: quiet stretches shorter than this do not split an event.
     """
 
     duration_s: float = 10.0
@@ -50,6 +54,8 @@ class SynthConfig:
     frame_s: float = 0.02
     min_event_s: float = 0.1
     sample_rate: int = 16000
+    split_events: bool = True
+    min_gap_s: float = 0.25
 
 
 def active_bounds(audio: np.ndarray, sample_rate: int, activity_db: float = 30.0, frame_s: float = 0.02
@@ -65,6 +71,33 @@ def active_bounds(audio: np.ndarray, sample_rate: int, activity_db: float = 30.0
     if len(active) == 0 or rms.max() <= 1e-8:
         return 0, 0
     return int(active[0] * hop), int(min(len(audio), (active[-1] + 1) * hop))
+
+
+def active_runs(audio: np.ndarray, sample_rate: int, activity_db: float = 30.0, frame_s: float = 0.02,
+                min_gap_s: float = 0.25, min_event_s: float = 0.1) -> list[tuple[int, int]]:
+    """``[start, end)`` sample spans of the runs of frames within ``activity_db`` of the peak frame.
+
+    Runs separated by less than ``min_gap_s`` are joined; runs shorter than ``min_event_s`` are dropped.
+    """
+    hop = max(1, int(round(frame_s * sample_rate)))
+    n = len(audio) // hop
+    if n == 0:
+        return []
+    rms = np.sqrt(np.mean(audio[:n * hop].astype(np.float64).reshape(n, hop) ** 2, axis=1) + 1e-20)
+    if rms.max() <= 1e-8:
+        return []
+    act = rms >= rms.max() * 10.0 ** (-activity_db / 20.0)
+    edges = np.diff(np.concatenate([[0], act.astype(np.int8), [0]]))
+    runs = list(zip(np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]))   # [start, end) in frames
+    merged: list[list[int]] = []
+    gap = int(round(min_gap_s / frame_s))
+    for a, b in runs:
+        if merged and a - merged[-1][1] < gap:
+            merged[-1][1] = b
+        else:
+            merged.append([a, b])
+    keep = int(round(min_event_s / frame_s))
+    return [(int(a * hop), int(min(len(audio), b * hop))) for a, b in merged if b - a >= keep]
 
 
 def _rms(x: np.ndarray) -> float:
@@ -92,7 +125,12 @@ def mix_soundscape(background: np.ndarray, events: Sequence[tuple[np.ndarray, st
         snr = float(rng.uniform(*cfg.snr_db))
         ev = ev * (bg_rms * 10.0 ** (snr / 20.0) / _rms(ev))
         mix[onset:onset + len(ev)] += ev
-        rows.append(StrongLabel(name, onset / sr, (onset + len(ev)) / sr, label))
+        if cfg.split_events:
+            for ra, rb in active_runs(ev, sr, cfg.activity_db, cfg.frame_s, cfg.min_gap_s, cfg.min_event_s) or \
+                    [(0, len(ev))]:
+                rows.append(StrongLabel(name, (onset + ra) / sr, (onset + rb) / sr, label))
+        else:
+            rows.append(StrongLabel(name, onset / sr, (onset + len(ev)) / sr, label))
     peak = np.abs(mix).max()
     if peak > 0.99:
         mix *= 0.99 / peak
