@@ -138,15 +138,15 @@ def main(argv: list[str] | None = None) -> int:
         neg_tr = {k: record_trace(d, x, k) for k, x in neg_eval.items()}
         negt_tr = {k: record_trace(d, x, k) for k, x in neg_train.items()}
         tuned = tune_thresholds(d, tune_tr, tune_ref, negt_tr)
-        dt = d.with_config(threshold=tuned["default"], thresholds=tuned["per_class"], merge_gap_s=tuned["merge_gap_s"])
+        post = {"merge_gap_s": tuned["merge_gap_s"], "backdate_onsets": tuned["backdate_onsets"]}
+        dt = d.with_config(threshold=tuned["default"], thresholds=tuned["per_class"], **post)
         r = {"thresholds": tuned, "test": soundscape_metrics(dt, test_tr, test_ref),
-             "test_default_only": soundscape_metrics(d.with_config(threshold=tuned["default"], thresholds={},
-                                                                   merge_gap_s=tuned["merge_gap_s"]),
+             "test_default_only": soundscape_metrics(d.with_config(threshold=tuned["default"], thresholds={}, **post),
                                                      test_tr, test_ref),
              "negatives": false_events_per_hour(dt, neg_tr)}
         if not a.no_psds:
             try:
-                r["test"].update(psds1(d.with_config(merge_gap_s=tuned["merge_gap_s"]), test_tr, test_ref))
+                r["test"].update(psds1(d.with_config(**post), test_tr, test_ref))
             except Exception as e:  # psds_eval raises its own PSDSEvalError on tables it refuses
                 r["test"].update({"psds1": None, "psds_note": f"psds_eval failed: {type(e).__name__}: {e}"})
         res[source] = r

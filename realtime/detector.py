@@ -59,6 +59,8 @@ class DetectorConfig:
         early_windows: score a window every hop from the stream's start, the missing past filled with digital
             silence, instead of waiting for one full window (a sound in the first second is heard one hop after
             it starts). ``clip_scores`` always uses full windows only.
+        backdate_onsets: stamp an onset where the score first reached the release threshold on its way up
+            (see :class:`realtime.events.EventTracker`); when it is emitted does not change.
     """
 
     frontend: FrontEndConfig = field(default_factory=FrontEndConfig)
@@ -73,6 +75,7 @@ class DetectorConfig:
     onset_anchor: str = "newest"
     onset_source: str = "clip"
     early_windows: bool = False
+    backdate_onsets: bool = False
 
     def __post_init__(self):
         if self.onset_anchor not in ONSET_ANCHORS:
@@ -100,8 +103,9 @@ class DetectorConfig:
             kw["onset_anchor"] = str(th["onset_anchor"])
         if th.get("onset_source"):
             kw["onset_source"] = str(th["onset_source"])
-        if "early_windows" in th:
-            kw["early_windows"] = bool(th["early_windows"])
+        for k in ("early_windows", "backdate_onsets"):
+            if k in th:
+                kw[k] = bool(th[k])
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kw)
 
@@ -167,7 +171,8 @@ class Detector:
                                         pad=self._floor if config.early_windows else None)
         self.tracker = EventTracker(self.labels, threshold=config.threshold, thresholds=config.thresholds,
                                     release_ratio=config.release_ratio, min_duration_s=config.min_duration_s,
-                                    merge_gap_s=config.merge_gap_s, hop_s=self.hop_s)
+                                    merge_gap_s=config.merge_gap_s, hop_s=self.hop_s,
+                                    backdate_onsets=config.backdate_onsets)
         self.reset()
 
     # -- state ---------------------------------------------------------------------------------

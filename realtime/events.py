@@ -44,7 +44,7 @@ class Event:
 
 
 class _ClassState:
-    __slots__ = ("active", "emitted", "onset", "last_above", "peak", "candidate_since")
+    __slots__ = ("active", "emitted", "onset", "last_above", "peak", "candidate_since", "rise_since")
 
     def __init__(self) -> None:
         self.active = False          # above threshold run in progress (maybe not yet emitted)
@@ -53,6 +53,7 @@ class _ClassState:
         self.last_above = 0.0        # time the score was last >= release threshold
         self.peak = 0.0
         self.candidate_since = None  # time the score first fell below release (for merge gap)
+        self.rise_since = None       # while closed: time the score has been >= release since (for backdating)
 
 
 class EventTracker:
@@ -66,11 +67,14 @@ class EventTracker:
         min_duration_s: an event must last this long before it is emitted.
         merge_gap_s: dips below the release threshold shorter than this do not close an event.
         hop_s: time between score updates; an event's last hop extends its offset.
+        backdate_onsets: place an onset where the score first rose to the release threshold in the run of
+            updates that reached the opening threshold, not at the update that reached it (the event is still
+            emitted at the same moment; only its time stamp moves back).
     """
 
     def __init__(self, labels: Sequence[str], threshold: float = 0.5, thresholds: Mapping[str, float] | None = None,
                  release_ratio: float = 0.75, min_duration_s: float = 0.0, merge_gap_s: float = 0.0,
-                 hop_s: float = 0.1):
+                 hop_s: float = 0.1, backdate_onsets: bool = False):
         self.labels = list(labels)
         if not self.labels:
             raise ValueError("EventTracker needs at least one label")
@@ -90,6 +94,7 @@ class EventTracker:
         self.min_duration_s = float(min_duration_s)
         self.merge_gap_s = float(merge_gap_s)
         self.hop_s = float(hop_s)
+        self.backdate_onsets = bool(backdate_onsets)
         self.reset()
 
     def reset(self) -> None:
@@ -116,9 +121,15 @@ class EventTracker:
         for i, s in enumerate(self._state):
             x = float(scores[i])
             if not s.active:
+                if x >= self.off[i]:
+                    s.rise_since = t_onset if s.rise_since is None else s.rise_since
+                else:
+                    s.rise_since = None
                 if x >= self.on[i]:
-                    s.active, s.emitted, s.onset, s.peak, s.candidate_since = True, False, t_onset, x, None
+                    start = s.rise_since if self.backdate_onsets and s.rise_since is not None else t_onset
+                    s.active, s.emitted, s.onset, s.peak, s.candidate_since = True, False, start, x, None
                     s.last_above = t_onset
+                    s.rise_since = None
                     self._maybe_emit_onset(i, s, t_onset, out)
                 continue
             if x >= self.off[i]:

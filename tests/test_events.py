@@ -54,3 +54,21 @@ def test_bad_settings_are_rejected():
     tr = EventTracker(["a", "b"])
     with pytest.raises(ValueError, match="expected 2 scores"):
         tr.update(0.0, [0.1])
+
+
+def test_backdated_onsets_move_the_stamp_not_the_emission():
+    from realtime.events import EventTracker
+
+    scores = [0.0, 0.3, 0.45, 0.6, 0.7, 0.1, 0.0]
+    plain = EventTracker(["a"], threshold=0.5, release_ratio=0.5, hop_s=0.1)
+    back = EventTracker(["a"], threshold=0.5, release_ratio=0.5, hop_s=0.1, backdate_onsets=True)
+    out_p = [(i, e) for i, s in enumerate(scores) for e in plain.update(i * 0.1, [s])]
+    out_b = [(i, e) for i, s in enumerate(scores) for e in back.update(i * 0.1, [s])]
+    on_p = [(i, e.onset_s) for i, e in out_p if e.kind == "onset"]
+    on_b = [(i, e.onset_s) for i, e in out_b if e.kind == "onset"]
+    assert on_p[0][0] == on_b[0][0] == 3                        # emitted at the same update
+    assert on_p[0][1] == pytest.approx(0.3) and on_b[0][1] == pytest.approx(0.1)  # stamped where it began to rise
+    # a rise that falls back below release before reaching the threshold does not backdate a later event
+    t = EventTracker(["a"], threshold=0.5, release_ratio=0.5, hop_s=0.1, backdate_onsets=True)
+    evs = [e for i, s in enumerate([0.3, 0.0, 0.4, 0.6]) for e in t.update(i * 0.1, [s])]
+    assert evs[0].onset_s == pytest.approx(0.2)

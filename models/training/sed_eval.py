@@ -234,7 +234,7 @@ def tune_thresholds(detector: Any, traces: Sequence[Trace], reference: Sequence[
                     negatives: Mapping[str, Trace] | None = None,
                     grid: Sequence[float] = tuple(np.round(np.arange(0.2, 0.96, 0.05), 2)),
                     merge_gaps: Sequence[float] = (0.0, 0.3, 0.6, 1.0), max_false_per_hour: float = 30.0,
-                    min_support: int = 3) -> dict[str, Any]:
+                    min_support: int = 3, backdate: Sequence[bool] = (False, True)) -> dict[str, Any]:
     """A default threshold, a merge gap and per-class thresholds from validation soundscapes.
 
     The default threshold and merge gap maximise the mean of segment F1 and onset event F1, among settings whose
@@ -242,17 +242,23 @@ def tune_thresholds(detector: Any, traces: Sequence[Trace], reference: Sequence[
     at least ``min_support`` reference events gets its own threshold (its best segment F1), halfway between
     that and the default; the rest keep the default.
     """
-    best, best_th, best_gap, table = -1.0, float(grid[len(grid) // 2]), 0.0, []
-    for gap in merge_gaps:
-        for th in grid:
-            det = detector.with_config(threshold=float(th), thresholds={}, merge_gap_s=float(gap))
-            m = soundscape_metrics(det, traces, reference)
-            fph = false_events_per_hour(det, negatives)["per_hour"] if negatives else 0.0
-            score = 0.5 * (np.nan_to_num(m["segment_f1"]) + np.nan_to_num(m["event_f1_onset"]))
-            table.append({"threshold": float(th), "merge_gap_s": float(gap), "segment_f1": m["segment_f1"],
-                          "event_f1_onset": m["event_f1_onset"], "false_per_hour": fph})
-            if fph <= max_false_per_hour and score > best:
-                best, best_th, best_gap = score, float(th), float(gap)
+    best, best_th, best_gap, best_bd, table = -1.0, float(grid[len(grid) // 2]), 0.0, False, []
+    fph_at: dict[float, float] = {}
+    for bd in backdate:
+        for gap in merge_gaps:
+            for th in grid:
+                det = detector.with_config(threshold=float(th), thresholds={}, merge_gap_s=float(gap),
+                                           backdate_onsets=bool(bd))
+                m = soundscape_metrics(det, traces, reference)
+                if negatives and float(th) not in fph_at:   # onsets emitted do not depend on gap or backdating
+                    fph_at[float(th)] = false_events_per_hour(det, negatives)["per_hour"]
+                fph = fph_at.get(float(th), 0.0)
+                score = 0.5 * (np.nan_to_num(m["segment_f1"]) + np.nan_to_num(m["event_f1_onset"]))
+                table.append({"threshold": float(th), "merge_gap_s": float(gap), "backdate_onsets": bool(bd),
+                              "segment_f1": m["segment_f1"], "event_f1_onset": m["event_f1_onset"],
+                              "false_per_hour": fph})
+                if fph <= max_false_per_hour and score > best:
+                    best, best_th, best_gap, best_bd = score, float(th), float(gap), bool(bd)
     per_class: dict[str, float] = {}
     labels = list(detector.labels)
     support = {lab: sum(1 for r in reference if r.event_label == lab) for lab in labels}
@@ -263,11 +269,13 @@ def tune_thresholds(detector: Any, traces: Sequence[Trace], reference: Sequence[
         ref = [r for r in reference if r.event_label == lab]
         f1s = []
         for th in grid:
-            det = detector.with_config(threshold=best_th, thresholds={lab: float(th)}, merge_gap_s=best_gap)
+            det = detector.with_config(threshold=best_th, thresholds={lab: float(th)}, merge_gap_s=best_gap,
+                                       backdate_onsets=best_bd)
             ev = [e for tr in traces for e in replay(det, tr)[0] if e.event_label == lab]
             f1s.append(_class_segment_f1(ref, ev, files))
         per_class[lab] = round(0.5 * (float(grid[int(np.argmax(f1s))]) + best_th), 3)
-    return {"default": round(best_th, 3), "merge_gap_s": best_gap, "per_class": per_class, "grid": table}
+    return {"default": round(best_th, 3), "merge_gap_s": best_gap, "backdate_onsets": best_bd,
+            "per_class": per_class, "grid": table}
 
 
 def _class_segment_f1(ref: Sequence[StrongLabel], est: Sequence[StrongLabel], files: Sequence[str]) -> float:

@@ -46,7 +46,8 @@ def ship(checkpoint: str | Path, out: str | Path, threshold: float | None = None
          extra: Mapping[str, Any] | None = None, license_txt: str | Path | None = None,
          title: str = "Attribution for the aed_default model's training clips", per_class: Mapping[str, float] | None
          = None, onset_source: str | None = None, pretrained_license: str | Path | None = None,
-         merge_gap_s: float | None = None, early_windows: bool | None = None) -> Path:
+         merge_gap_s: float | None = None, early_windows: bool | None = None,
+         backdate_onsets: bool | None = None) -> Path:
     """Write ``out/{model.safetensors,config.json,model.onnx,ATTRIBUTION.md}`` from a training checkpoint.
 
     Args:
@@ -61,6 +62,7 @@ def ship(checkpoint: str | Path, out: str | Path, threshold: float | None = None
         onset_source: ``"frames"`` or ``"clip"`` (what the tracker follows); ``None`` keeps it.
         merge_gap_s: the tracker's merge gap (tuned with the thresholds); ``None`` keeps it.
         early_windows: score from a stream's first hop (see :class:`realtime.detector.DetectorConfig`).
+        backdate_onsets: stamp onsets where the score began to rise (tuned with the thresholds).
         pretrained_license: the pretrained checkpoint's LICENSE (its MIT notice goes into ``ATTRIBUTION.md``);
             default the LICENSE beside the checkpoint named in the training provenance, where it exists.
     """
@@ -87,6 +89,8 @@ def ship(checkpoint: str | Path, out: str | Path, threshold: float | None = None
         thresholds["merge_gap_s"] = float(merge_gap_s)
     if early_windows is not None:
         thresholds["early_windows"] = bool(early_windows)
+    if backdate_onsets is not None:
+        thresholds["backdate_onsets"] = bool(backdate_onsets)
     config["thresholds"] = thresholds
     # Refuse what the runtime would refuse, with its own checks: the detector reads the anchor, the tracker
     # the thresholds (both raise ValueError naming what is accepted).
@@ -160,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         out = ship(a.checkpoint, a.out, threshold, a.onset_anchor, extra, a.license_txt,
                    per_class=th.get("per_class"), onset_source=a.onset_source,
                    pretrained_license=a.pretrained_license, merge_gap_s=th.get("merge_gap_s"),
-                   early_windows=True if a.early_windows else None)
+                   early_windows=True if a.early_windows else None, backdate_onsets=th.get("backdate_onsets"))
     except (ValueError, OSError) as e:  # bad settings, unreadable checkpoint or JSON: one line, not a traceback
         print(f"ship: error: {e}", file=sys.stderr)
         return 2
