@@ -90,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default=str(ROOT / "runs/cache"))
     ap.add_argument("--tune-scapes", type=int, default=20)
     ap.add_argument("--test-scapes", type=int, default=40)
-    ap.add_argument("--sources", nargs="+", default=["frames", "clip"])
+    ap.add_argument("--sources", nargs="+", default=["frames", "max", "clip"])
     ap.add_argument("--no-psds", action="store_true")
+    ap.add_argument("--max-false-per-hour", type=float, default=60.0,
+                    help="tuning constraint: false events per hour on the training-split negatives")
     ap.add_argument("--no-early-windows", action="store_true", help="wait for a full window at a stream's start")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         test_tr, test_ref = _traces(d, test_dir)
         neg_tr = {k: record_trace(d, x, k) for k, x in neg_eval.items()}
         negt_tr = {k: record_trace(d, x, k) for k, x in neg_train.items()}
-        tuned = tune_thresholds(d, tune_tr, tune_ref, negt_tr)
+        tuned = tune_thresholds(d, tune_tr, tune_ref, negt_tr, max_false_per_hour=a.max_false_per_hour)
         post = {"merge_gap_s": tuned["merge_gap_s"], "backdate_onsets": tuned["backdate_onsets"]}
         dt = d.with_config(threshold=tuned["default"], thresholds=tuned["per_class"], **post)
         r = {"thresholds": tuned, "test": soundscape_metrics(dt, test_tr, test_ref),
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "eval.json").write_text(json.dumps(res, indent=1, default=float))
     print(json.dumps({k: v for k, v in res.items() if k not in ("frames", "clip")}, default=float))
     for s in a.sources:
-        if "test" in res.get(s, {}):
+        if "test" in res.get(s, {}):  # noqa: SIM102
             t = res[s]["test"]
             print(s, {k: round(t[k], 3) for k in ("segment_f1", "event_f1_onset", "latency_median_s",
                                                    "found_fraction") if k in t},

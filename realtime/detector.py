@@ -29,7 +29,7 @@ __all__ = ["Detector", "DetectorConfig", "PendingWindow", "ONSET_ANCHORS", "ONSE
 
 ONSET_ANCHORS = ("newest", "centre")
 #: What the event tracker follows: the clip head's window score, or the frame head's newest frame.
-ONSET_SOURCES = ("clip", "frames")
+ONSET_SOURCES = ("clip", "frames", "max")
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,9 @@ class DetectorConfig:
         onset_source: ``"clip"`` (the tracker follows each window's clip score) or ``"frames"`` (it follows
             the frame head's newest frame, which covers the window's last hop: an event opens as soon as the
             sound is in the window, and onsets and offsets are placed at that newest hop). Needs an engine with
-            ``infer_frames``. Clip scores (``clip_scores``, ``--tags``) always come from the clip head.
+            ``infer_frames``. ``"max"``: the larger of the two per class (the frame head's speed at an onset, the
+            clip head's recall on long sounds), time-stamped like ``"frames"``. Clip scores (``clip_scores``,
+            ``--tags``) always come from the clip head.
         early_windows: score a window every hop from the stream's start, the missing past filled with digital
             silence, instead of waiting for one full window (a sound in the first second is heard one hop after
             it starts). ``clip_scores`` always uses full windows only.
@@ -152,10 +154,10 @@ class Detector:
                 fps = fe.frames_per_second
                 raise ValueError(f"window of {config.window.window_s} s ({self.T} frames) is outside the model's "
                                  f"range {spec.t_min / fps:.2f}..{spec.t_max / fps:.2f} s")
-        self._frames_mode = config.onset_source == "frames"
+        self._frames_mode = config.onset_source in ("frames", "max")
         if self._frames_mode and (not callable(getattr(engine, "infer_frames", None))
                                   or getattr(engine, "has_frames", True) is False):
-            raise ValueError(f"onset_source 'frames' needs an engine with a frame head (infer_frames); "
+            raise ValueError(f"onset_source {config.onset_source!r} needs an engine with a frame head (infer_frames); "
                              f"{getattr(engine, 'name', type(engine).__name__)} has none: use onset_source 'clip'")
         # what digital silence looks like to the model: pads clips shorter than one window
         self._floor = normalize(fbank(np.zeros(4 * fe.frame_length, np.float32), fe)[:1], fe)[0]
@@ -228,8 +230,10 @@ class Detector:
         if not self._frames_mode:
             return np.asarray(self.engine.infer(batch), dtype=np.float32)
         clip, frames = self.engine.infer_frames(batch)
-        self.last_clip_scores = np.asarray(clip, dtype=np.float32)[-1]
-        return np.asarray(frames, dtype=np.float32)[:, -1, :]           # (B, T', C) -> (B, C): the newest frame
+        clip = np.asarray(clip, dtype=np.float32)
+        self.last_clip_scores = clip[-1]
+        newest = np.asarray(frames, dtype=np.float32)[:, -1, :]         # (B, T', C) -> (B, C): the newest frame
+        return np.maximum(newest, clip) if self.config.onset_source == "max" else newest
 
     def score(self, windows: list[PendingWindow]) -> np.ndarray:
         """Run the engine on pending windows in batches: ``(n, C)``."""

@@ -8,7 +8,9 @@ Every training example is a window of ``T`` frames built in the mel power domain
   window) or an *onset crop* (the event's first active frame lands at a random position in the window, with
   only background before it, so the newest frames learn to fire as soon as a sound starts); a second event
   of another class is mixed in with probability ``mix_prob`` (targets: the union);
-- gain ``±gain_db`` on the event, SpecAugment (one frequency and one time mask).
+- gain ``±gain_db`` on the event; a background is scaled to an SNR drawn from ``snr_db`` over the event's active
+  frames, and frames where the event lies more than ``-local_snr_db`` dB under the background are not labelled;
+- SpecAugment (one frequency and one time mask).
 
 Targets: frame targets ``(T, C)`` from each clip's activity mask, clip targets ``(C,)`` = any frame active
 (at least ``min_active`` frames). Loss: BCE on the clip head plus ``frame_weight`` x BCE on the frame head (frame
@@ -72,6 +74,8 @@ class SedConfig:
     own_background: float = 0.3
     mix_prob: float = 0.25
     gain_db: float = 12.0
+    snr_db: tuple[float, float] = (0.0, 30.0)
+    local_snr_db: float = -6.0
     freq_mask: int = 16
     time_mask: int = 12
     window_s: float = 1.0
@@ -182,7 +186,18 @@ class SedBatcher:
                 p = p + p2 * 10.0 ** (float(rng.uniform(-cfg.gain_db, 0.0)) / 10.0)
                 y[:, self.labels[j]] = torch.maximum(y[:, self.labels[j]], m2.float())
         if rng.random() >= cfg.own_background:
-            p = p + self._background(T, rng)
+            bg = self._background(T, rng)
+            act = y.amax(dim=1) > 0
+            ev_e, bg_e = p.sum(dim=1), bg.sum(dim=1)              # (T,) mel power per frame
+            if act.any() and float(bg_e.mean()) > 0:
+                # background scaled to an SNR over the event's active frames (DESED-style mixing), then a frame is
+                # labelled only where the event is not buried: local SNR of at least local_snr_db
+                snr = float(rng.uniform(*cfg.snr_db))
+                scale = float(ev_e[act].mean()) / float(bg_e.mean()) * 10.0 ** (-snr / 10.0)
+                bg, bg_e = bg * scale, bg_e * scale
+                audible = ev_e >= bg_e * 10.0 ** (cfg.local_snr_db / 10.0)
+                y = y * audible[:, None].float()
+            p = p + bg
         return from_power(p, self.fe), y
 
     @staticmethod
