@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as e:  # psds_eval raises its own PSDSEvalError on tables it refuses
                 r["test"].update({"psds1": None, "psds_note": f"psds_eval failed: {type(e).__name__}: {e}"})
         res[source] = r
+        (out / f"thresholds_{source}.json").write_text(json.dumps({k: v for k, v in tuned.items() if k != "grid"},
+                                                                  indent=1))
         log.info("%s: %s", source, {k: v for k, v in r["test"].items() if isinstance(v, float)})
         log.info("%s negatives: %.1f events/h", source, r["negatives"]["per_hour"])
     res["seconds"] = time.time() - t0

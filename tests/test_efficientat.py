@@ -364,3 +364,31 @@ def test_import_checkpoint_bad_input_one_line_exit_2(argv_of, tmp_path, capsys):
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("aed import-checkpoint: error: "), err
     assert captured.out == "" and not (out / "config.json").exists()
+
+
+def test_a_48khz_microphone_reaches_the_model_band_limited_to_8khz():
+    """Audio at 48 kHz is resampled to 16 kHz before the front end: a 12 kHz tone (above the 16 kHz training
+    data's 8 kHz band limit) leaves the bands at their floor, a 1 kHz tone does not."""
+    from realtime import Detector
+    from realtime.detector import DetectorConfig
+
+    class Silent:
+        labels = ["x"]
+
+        def infer(self, x):
+            return np.zeros((len(x), 1), np.float32)
+
+    fe = efficientat_frontend()
+    frames = []
+    det = Detector(Silent(), DetectorConfig(frontend=fe, input_rate=48000), on_frames=frames.append)
+    t = np.arange(48000 * 2) / 48000
+    floor = np.log(1e-5)
+    for f_hz, audible in ((12000.0, False), (1000.0, True)):
+        frames.clear()
+        det.reset()
+        det.process((0.3 * np.sin(2 * np.pi * f_hz * t)).astype(np.float32))
+        fb = np.concatenate(frames)[20:-20]                      # (n, 128) raw log-mel, away from the edges
+        if audible:
+            assert fb.max() > floor + 10
+        else:
+            assert fb.max() < floor + 1.0, fb.max()
