@@ -43,7 +43,9 @@ class SynthConfig:
         split_events: label each active run of a clip as its own event (a dog clip with three barks gives three
             events), runs closer than ``min_gap_s`` joined; otherwise one event from the first to the last
             active frame.
-        min_gap_s: quiet stretches shorter than this do not split an event.
+        min_gap_s: quiet stretches shorter than this do not split an event (1 s: a detector with 1 s windows
+            cannot resolve faster repetitions, and annotators label a run of ticks, steps or clucks as one
+            event, as DESED does; barks a second or more apart stay separate events).
     """
 
     duration_s: float = 10.0
@@ -55,7 +57,7 @@ class SynthConfig:
     min_event_s: float = 0.1
     sample_rate: int = 16000
     split_events: bool = True
-    min_gap_s: float = 0.25
+    min_gap_s: float = 1.0
 
 
 def active_bounds(audio: np.ndarray, sample_rate: int, activity_db: float = 30.0, frame_s: float = 0.02
