@@ -67,7 +67,8 @@ def _noise_backgrounds(noise_dir: Path, cache: Path) -> list[Path]:
 def _scapes(items, labels, name: str, count: int, seed: int, backgrounds: list[Path], cache: Path) -> Path:
     from models.training.data import ClipDataset
 
-    d = cache / f"scapes-v3-{name}-{count}-{seed}"   # v3: one event per active run, runs < 1 s apart joined
+    # v4: one event per audible active run (not buried more than 6 dB under the background), runs < 1 s apart joined
+    d = cache / f"scapes-v4-{name}-{count}-{seed}"
     if not (d / "labels.tsv").is_file():
         synthesise(ClipDataset(items, labels), backgrounds, d, count, seed=seed,
                    cfg=SynthConfig(duration_s=10.0, events=(1, 3), snr_db=(6.0, 24.0), background_dbfs=-35.0))

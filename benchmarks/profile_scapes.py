@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--report", required=True)
-    ap.add_argument("--scapes", default=str(ROOT / "runs/cache/scapes-v3-test-40-12"))
+    ap.add_argument("--scapes", default=str(ROOT / "runs/cache/scapes-v4-test-40-12"))
     ap.add_argument("--count", type=int, default=12)
     a = ap.parse_args(argv)
     d = Path(a.scapes)

@@ -43,6 +43,8 @@ class SynthConfig:
         split_events: label each active run of a clip as its own event (a dog clip with three barks gives three
             events), runs closer than ``min_gap_s`` joined; otherwise one event from the first to the last
             active frame.
+        audible_db: with ``split_events``, a stretch of an event more than ``-audible_db`` dB under the background's
+            RMS is buried in it and is not labelled (the same rule as the training targets' local SNR).
         min_gap_s: quiet stretches shorter than this do not split an event (1 s: a detector with 1 s windows
             cannot resolve faster repetitions, and annotators label a run of ticks, steps or clucks as one
             event, as DESED does; barks a second or more apart stay separate events).
@@ -58,6 +60,7 @@ class SynthConfig:
     sample_rate: int = 16000
     split_events: bool = True
     min_gap_s: float = 1.0
+    audible_db: float = -6.0
 
 
 def active_bounds(audio: np.ndarray, sample_rate: int, activity_db: float = 30.0, frame_s: float = 0.02
@@ -76,10 +79,12 @@ def active_bounds(audio: np.ndarray, sample_rate: int, activity_db: float = 30.0
 
 
 def active_runs(audio: np.ndarray, sample_rate: int, activity_db: float = 30.0, frame_s: float = 0.02,
-                min_gap_s: float = 0.25, min_event_s: float = 0.1) -> list[tuple[int, int]]:
+                min_gap_s: float = 0.25, min_event_s: float = 0.1, floor_rms: float = 0.0) -> list[tuple[int, int]]:
     """``[start, end)`` sample spans of the runs of frames within ``activity_db`` of the peak frame.
 
-    Runs separated by less than ``min_gap_s`` are joined; runs shorter than ``min_event_s`` are dropped.
+    Frames with an RMS under ``floor_rms`` (e.g. the background's level: a stretch buried in the noise) are not
+    active either. Runs separated by less than ``min_gap_s`` are joined; runs shorter than ``min_event_s`` are
+    dropped.
     """
     hop = max(1, int(round(frame_s * sample_rate)))
     n = len(audio) // hop
@@ -88,7 +93,7 @@ def active_runs(audio: np.ndarray, sample_rate: int, activity_db: float = 30.0, 
     rms = np.sqrt(np.mean(audio[:n * hop].astype(np.float64).reshape(n, hop) ** 2, axis=1) + 1e-20)
     if rms.max() <= 1e-8:
         return []
-    act = rms >= rms.max() * 10.0 ** (-activity_db / 20.0)
+    act = (rms >= rms.max() * 10.0 ** (-activity_db / 20.0)) & (rms >= floor_rms)
     edges = np.diff(np.concatenate([[0], act.astype(np.int8), [0]]))
     runs = list(zip(np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]))   # [start, end) in frames
     merged: list[list[int]] = []
@@ -128,8 +133,8 @@ def mix_soundscape(background: np.ndarray, events: Sequence[tuple[np.ndarray, st
         ev = ev * (bg_rms * 10.0 ** (snr / 20.0) / _rms(ev))
         mix[onset:onset + len(ev)] += ev
         if cfg.split_events:
-            for ra, rb in active_runs(ev, sr, cfg.activity_db, cfg.frame_s, cfg.min_gap_s, cfg.min_event_s) or \
-                    [(0, len(ev))]:
+            floor = bg_rms * 10.0 ** (cfg.audible_db / 20.0)
+            for ra, rb in active_runs(ev, sr, cfg.activity_db, cfg.frame_s, cfg.min_gap_s, cfg.min_event_s, floor):
                 rows.append(StrongLabel(name, (onset + ra) / sr, (onset + rb) / sr, label))
         else:
             rows.append(StrongLabel(name, onset / sr, (onset + len(ev)) / sr, label))
