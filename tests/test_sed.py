@@ -242,3 +242,25 @@ def test_window_scheduler_pads_early_windows():
     assert [e for e, _ in out] == [2, 4, 6]
     np.testing.assert_array_equal(out[0][1][:, 0], [-9, -9, 0, 1])
     np.testing.assert_array_equal(out[2][1][:, 0], [2, 3, 4, 5])
+
+
+def test_psds1_is_computed_and_rewards_a_better_detector():
+    pytest.importorskip("psds_eval")
+    from models.training.sed_eval import psds1
+
+    class TwoClasses(_FrameEngine):
+        labels = ["a", "b"]
+
+    det = Detector(TwoClasses(), DetectorConfig(frontend=FE, onset_source="frames", early_windows=True))
+    ends = np.arange(10, 810, 10)                                   # a window every 0.1 s over 8 s
+    t = ends * 0.01
+    ref = [StrongLabel("s.wav", 1.0, 2.5, "a"), StrongLabel("s.wav", 5.0, 6.5, "b")]
+    values = []
+    for decoy in (0.0, 1.0):           # a decoy as confident as the true events: no threshold removes it
+        scores = np.zeros((len(ends), 2), np.float32)
+        scores[(t > 1.0) & (t <= 2.6), 0] = 1.0
+        scores[(t > 5.0) & (t <= 6.6), 1] = 1.0
+        scores[(t > 3.0) & (t <= 4.0), 1] = decoy                    # a false event of class b
+        values.append(psds1(det, [Trace("s.wav", ends, scores, 8.0)], ref)["psds1"])
+    assert values[0] is not None and 0.5 < values[0] <= 1.0
+    assert values[1] < values[0]

@@ -163,7 +163,7 @@ def psds1(detector: Any, traces: Sequence[Trace], reference: Sequence[StrongLabe
     gt = pd.DataFrame([{"filename": r.filename, "onset": r.onset, "offset": r.offset, "event_label": r.event_label}
                        for r in _merge_overlaps([r for r in reference if r.filename in names])])
     meta = pd.DataFrame([{"filename": t.name, "duration": t.duration_s} for t in traces])
-    ev = PSDSEval(dtc_threshold=0.7, gtc_threshold=0.7, cttc_threshold=0.3, ground_truth=gt, metadata=meta)
+    ev = _PSDSEval(PSDSEval)(dtc_threshold=0.7, gtc_threshold=0.7, cttc_threshold=0.3, ground_truth=gt, metadata=meta)
     for th in thresholds:
         det = detector.with_config(threshold=float(th), thresholds={})
         rows = []
@@ -176,6 +176,27 @@ def psds1(detector: Any, traces: Sequence[Trace], reference: Sequence[StrongLabe
     res = ev.psds(alpha_ct=0.0, alpha_st=1.0, max_efpr=100)
     return {"psds1": float(res.value), "psds_note": "overlapping reference events of one class merged (psds_eval "
                                                     "refuses them)"}
+
+
+def _PSDSEval(base: type) -> type:
+    """psds_eval 0.5.3's ``PSDSEval`` with its area-under-curve step fixed for NumPy 2.
+
+    Its ``_auc`` converts a ``(1, 1)`` array to ``int``, which NumPy 2 refuses whenever the eFPR limit is not one of
+    the curve's points. The area under the step curve ``y(x)`` up to ``max_x`` is computed here instead.
+    """
+
+    class Fixed(base):
+        @staticmethod
+        def _auc(x, y, max_x=None, decreasing_y=False):
+            x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+            max_x = float(x.max()) if max_x is None else float(max_x)
+            if max_x not in x:                     # extend the step to max_x with the value holding there
+                i = int(np.searchsorted(x, max_x))
+                x, y = np.insert(x, i, max_x), np.insert(y, i, y[max(i - 1, 0)])
+            keep = x <= max_x
+            return float(np.sum(np.diff(x[keep]) * y[keep][:-1]))
+
+    return Fixed
 
 
 def _merge_overlaps(rows: Sequence[StrongLabel]) -> list[StrongLabel]:
