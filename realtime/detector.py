@@ -58,9 +58,9 @@ class DetectorConfig:
             ``infer_frames``. ``"max"``: the larger of the two per class (the frame head's speed at an onset, the
             clip head's recall on long sounds), time-stamped like ``"frames"``. Clip scores (``clip_scores``,
             ``--tags``) always come from the clip head.
-        early_windows: score a window every hop from the stream's start, the missing past filled with digital
-            silence, instead of waiting for one full window (a sound in the first second is heard one hop after
-            it starts). ``clip_scores`` always uses full windows only.
+        early_windows: score a window every hop from the stream's start, the missing past filled with the
+            stream's first frame, instead of waiting for one full window (a sound in the first second is heard
+            one hop after it starts). ``clip_scores`` always uses full windows only.
         backdate_onsets: stamp an onset where the score first reached the release threshold on its way up
             (see :class:`realtime.events.EventTracker`); when it is emitted does not change.
     """
@@ -170,7 +170,7 @@ class Detector:
         from realtime.windows import WindowScheduler
 
         self._windows = WindowScheduler(self.T, self.hop_frames, fe.num_mel_bins,
-                                        pad=self._floor if config.early_windows else None)
+                                        pad="edge" if config.early_windows else None)
         self.tracker = EventTracker(self.labels, threshold=config.threshold, thresholds=config.thresholds,
                                     release_ratio=config.release_ratio, min_duration_s=config.min_duration_s,
                                     merge_gap_s=config.merge_gap_s, hop_s=self.hop_s,

@@ -216,6 +216,7 @@ def test_train_sed_runs_writes_a_checkpoint_and_resumes(tmp_path):
 
 def test_early_windows_hear_a_sound_at_the_start_of_a_stream():
     audio = _burst(2.0, 0.2, 1.0, amp=0.5)
+    audio[:3200] += 1e-4 * np.random.default_rng(0).standard_normal(3200).astype(np.float32)   # a noise floor
     late = Detector(_FrameEngine(), DetectorConfig(frontend=FE, onset_source="frames"))
     early = Detector(_FrameEngine(), DetectorConfig(frontend=FE, onset_source="frames", early_windows=True))
     tr_late, tr_early = record_trace(late, audio, "a"), record_trace(early, audio, "a")
@@ -242,6 +243,10 @@ def test_window_scheduler_pads_early_windows():
     assert [e for e, _ in out] == [2, 4, 6]
     np.testing.assert_array_equal(out[0][1][:, 0], [-9, -9, 0, 1])
     np.testing.assert_array_equal(out[2][1][:, 0], [2, 3, 4, 5])
+    edge = WindowScheduler(4, 2, 1, pad="edge").push(np.arange(1, 7, dtype=np.float32)[:, None])
+    np.testing.assert_array_equal(edge[0][1][:, 0], [1, 1, 1, 2])   # the first frame, repeated
+    with pytest.raises(ValueError, match="edge"):
+        WindowScheduler(4, 2, 1, pad="zeros")
 
 
 def test_psds1_is_computed_and_rewards_a_better_detector():
