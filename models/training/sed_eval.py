@@ -90,19 +90,11 @@ def onset_latency(reference: Sequence[StrongLabel], emitted: Mapping[str, list[t
 
     An emission matches a reference event of its label when its onset lies in ``[onset - collar, offset]``.
     """
-    lat = []
-    used: set[tuple[str, int]] = set()
-    for r in sorted(reference, key=lambda r: (r.filename, r.onset)):
-        for k, (lab, on, at) in enumerate(emitted.get(r.filename, [])):
-            if lab == r.event_label and (r.filename, k) not in used and r.onset - collar_s <= on <= r.offset:
-                used.add((r.filename, k))
-                lat.append(at - r.onset)
-                break
-    arr = np.asarray(lat)
-    return {"latency_median_s": float(np.median(arr)) if len(arr) else float("nan"),
-            "latency_p90_s": float(np.percentile(arr, 90)) if len(arr) else float("nan"),
-            "events_found": int(len(arr)), "reference_events": int(len(reference)),
-            "found_fraction": float(len(arr) / max(1, len(reference)))}
+    from .events import latency_stats
+
+    out = latency_stats(reference, dict(emitted), collar_s)   # the one matching rule of aed's event evaluation
+    found = out.pop("latency_events")
+    return {**out, "events_found": found, "found_fraction": float(found / max(1, len(reference)))}
 
 
 def _sed_eval(reference: Sequence[StrongLabel], estimated: Sequence[StrongLabel], labels: Sequence[str],

@@ -111,6 +111,13 @@ def ship(checkpoint: str | Path, out: str | Path, threshold: float | None = None
         ds = load_split("esc50", tc["data"], tc.get("train_folds"), tc.get("licenses"))
         lic = Path(license_txt) if license_txt else Path(tc["data"]) / "LICENSE.txt"
         write_attribution(lic, [it.path.name for it in ds.items], out / "ATTRIBUTION.md", title)
+    if tc.get("noise_dir"):
+        with open(out / "ATTRIBUTION.md", "a") as f:
+            f.write("\n## Background recordings\n\nMixed under the training clips and used as negatives: the six "
+                    "`_background_noise_` recordings of Speech Commands (P. Warden, \"Speech Commands: A Dataset for "
+                    "Limited-Vocabulary Speech Recognition\", 2018), CC BY 4.0 "
+                    "(https://creativecommons.org/licenses/by/4.0/). Synthetic speech negatives were made with "
+                    "espeak-ng.\n")
     pre = tc.get("pretrained")
     if pre:
         mit = Path(pretrained_license) if pretrained_license else Path(pre).parent / "LICENSE"
