@@ -103,8 +103,8 @@ def test_shipped_default_model_detects_the_dog_in_a_real_clip(capsys):
         pytest.skip("needs ../shared/data/esc50")
     model = engines.default_model_path()
     cfg = json.loads((model / "config.json").read_text())
-    assert cfg["name"] == "datar_nano" and len(cfg["labels"]) == 50
-    assert cfg["training"]["train_config"]["licenses"] == ["CC0", "CC-BY"]
+    assert cfg["name"] == "datar_mn04" and len(cfg["labels"]) == 50
+    assert cfg["training"]["licenses"] == ["CC0", "CC-BY"]
     assert (model / "ATTRIBUTION.md").read_text().count("| CC-BY |") > 0
     assert main(["detect", str(clip), "--format", "jsonl", "--tags", "1"]) == 0
     rows = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.strip()]
@@ -112,3 +112,4 @@ def test_shipped_default_model_detects_the_dog_in_a_real_clip(capsys):
     assert dogs and max(r["score"] for r in dogs) > 0.9, rows
     assert 1.0 <= dogs[0]["onset"] < dogs[0]["offset"] <= 4.0, dogs  # the barks are at about 1.8-3.1 s
     assert [r["tag"] for r in rows if "tag" in r] == ["dog"], rows
+    assert [r["event_label"] for r in rows if "event_label" in r] == ["dog"], rows   # and nothing else
