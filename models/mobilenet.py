@@ -357,12 +357,6 @@ class DATARMN(AEDModel):
         self._init_heads()
 
 
-def stem_state_from_mobilenet(state: dict[str, torch.Tensor], cut: int) -> dict[str, torch.Tensor]:
-    """The ``features.0 .. features.cut`` tensors of a :class:`MobileNetAudio` state dict (for a DATAR-MN stem)."""
-    keep = {f"features.{i}." for i in range(cut + 1)}
-    return {k: v for k, v in state.items() if any(k.startswith(p) for p in keep)}
-
-
 @register_model
 def mn04(**kwargs) -> MobileNetAudio:
     """MobileNetV3 width 0.4, the shape of EfficientAT's ``mn04_as``: 0.98 M parameters with the 527-class head."""
