@@ -94,6 +94,7 @@ class TorchEngine(EngineBase):
         if mode == "compile":
             self._fn = torch.compile(model, mode="reduce-overhead" if dev.type == "cuda" else "default", dynamic=False)
         self._graphs: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
+        self._has_frames: bool | None = None
         log.debug("torch engine on %s, %s, %s", dev, precision, mode)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
@@ -111,10 +112,13 @@ class TorchEngine(EngineBase):
 
     @property
     def has_frames(self) -> bool:
-        """Whether the model has a frame head."""
-        with self._torch.inference_mode():
-            probe = self._torch.zeros(1, self.spec.t_min, self.spec.num_mel_bins, device=self.device, dtype=self._dtype)
-            return self.model.forward_logits(probe)[1] is not None
+        """Whether the model has a frame head (found out once, by one forward pass)."""
+        if self._has_frames is None:
+            with self._torch.inference_mode():
+                probe = self._torch.zeros(1, self.spec.t_min, self.spec.num_mel_bins, device=self.device,
+                                          dtype=self._dtype)
+                self._has_frames = self.model.forward_logits(probe)[1] is not None
+        return self._has_frames
 
     def infer_frames(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Clip scores ``(B, C)`` and frame scores ``(B, T', C)`` (eager, whatever ``mode`` is)."""

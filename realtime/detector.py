@@ -169,8 +169,7 @@ class Detector:
         self._fbank = StreamingFbank(fe)
         from realtime.windows import WindowScheduler
 
-        self._windows = WindowScheduler(self.T, self.hop_frames, fe.num_mel_bins,
-                                        pad="edge" if config.early_windows else None)
+        self._windows = WindowScheduler(self.T, self.hop_frames, fe.num_mel_bins, early=config.early_windows)
         self.tracker = EventTracker(self.labels, threshold=config.threshold, thresholds=config.thresholds,
                                     release_ratio=config.release_ratio, min_duration_s=config.min_duration_s,
                                     merge_gap_s=config.merge_gap_s, hop_s=self.hop_s,
@@ -189,7 +188,6 @@ class Detector:
         self.windows_scored = 0
         self._segment_windows = 0       # windows scored since the last reset or gap
         self.last_scores: np.ndarray | None = None
-        self.last_clip_scores: np.ndarray | None = None
 
     def with_config(self, **changes) -> "Detector":
         """A new detector on the same engine with some settings changed (state starts fresh)."""
@@ -224,14 +222,13 @@ class Detector:
     def infer_batch(self, batch: np.ndarray) -> np.ndarray:
         """The scores the tracker follows for windows ``(B, T, F)``: ``(B, C)``.
 
-        The clip head's scores, or with ``onset_source="frames"`` the frame head's newest frame (the clip
-        scores of the same run are kept in :attr:`last_clip_scores`).
+        The clip head's scores, with ``onset_source="frames"`` the frame head's newest frame, with ``"max"`` the
+        larger of the two.
         """
         if not self._frames_mode:
             return np.asarray(self.engine.infer(batch), dtype=np.float32)
         clip, frames = self.engine.infer_frames(batch)
         clip = np.asarray(clip, dtype=np.float32)
-        self.last_clip_scores = clip[-1]
         newest = np.asarray(frames, dtype=np.float32)[:, -1, :]         # (B, T', C) -> (B, C): the newest frame
         return np.maximum(newest, clip) if self.config.onset_source == "max" else newest
 
@@ -263,12 +260,17 @@ class Detector:
                 else:
                     t_on = t_centre if self.config.onset_anchor == "centre" else t_end - self.hop_s
                     t_off = t_centre
-                events += self.tracker.update(t_on, s, t_offset=t_off)
-                self.last_scores = s
-                self.windows_scored += 1
-                self._segment_windows += 1
-                if self.on_window is not None:
-                    self.on_window(t_end, s)
+                events += self._track(t_end, s, t_on, t_off)
+        return events
+
+    def _track(self, t_end: float, s: np.ndarray, t_on: float, t_off: float) -> list[Event]:
+        """Feed one window's scores to the tracker and do the per-window bookkeeping."""
+        events = self.tracker.update(t_on, s, t_offset=t_off)
+        self.last_scores = s
+        self.windows_scored += 1
+        self._segment_windows += 1
+        if self.on_window is not None:
+            self.on_window(t_end, s)
         return events
 
     def push(self, chunk: np.ndarray) -> list[Event]:
@@ -309,12 +311,7 @@ class Detector:
                 s = self.infer_batch(self._pad(tail)[None])[0]
             t_end = self._frame_time(self._windows.frames_seen)
             with self.timer("post"):
-                events += self.tracker.update(self._time_offset_s, s, t_offset=t_end)
-            self.last_scores = s
-            self.windows_scored += 1
-            self._segment_windows += 1
-            if self.on_window is not None:
-                self.on_window(t_end, s)
+                events += self._track(t_end, s, self._time_offset_s, t_end)
         with self.timer("post"):
             events += self.tracker.flush(self.time_s)
         return events

@@ -19,30 +19,26 @@ class WindowScheduler:
     The first window ends at frame ``T``; each following one ``hop`` frames later. ``end_frame``
     counts frames since the last reset, so ``end_frame * frame_shift`` is the window's end time.
 
-    With ``pad`` the windows start early: one ends at every hop before ``T`` too, its missing past filled in,
-    so that a detector hears a sound at the very start of a stream one hop after it, not one window after.
-    ``pad="edge"`` repeats the stream's first frame (as if the sound at the start had lasted: a stream that
-    starts in noise does not look like a sudden onset of noise); a ``(F,)`` frame fills with that frame (e.g.
-    what digital silence gives).
+    With ``early=True`` the windows start early: one ends at every hop before ``T`` too, its missing past filled
+    with the stream's first frame (as if the sound at the start had lasted, so a stream that starts in noise
+    does not look like a sudden onset of noise). A detector then hears a sound at the very start of a stream one
+    hop after it, not one window after.
     """
 
-    def __init__(self, window_frames: int, hop_frames: int, num_mel_bins: int,
-                 pad: np.ndarray | str | None = None):
+    def __init__(self, window_frames: int, hop_frames: int, num_mel_bins: int, early: bool = False):
         if window_frames <= 0 or hop_frames <= 0:
             raise ValueError(f"window and hop must be positive frame counts, got {window_frames}, {hop_frames}")
         self.T = int(window_frames)
         self.hop = int(hop_frames)
         self.F = int(num_mel_bins)
-        if isinstance(pad, str) and pad != "edge":
-            raise ValueError(f"pad must be None, 'edge' or a ({self.F},) frame, got {pad!r}")
-        self.pad = pad if pad is None or isinstance(pad, str) else np.asarray(pad, np.float32).reshape(1, self.F)
+        self.early = bool(early)
         self.reset()
 
     def reset(self) -> None:
         self._buf = np.zeros((0, self.F), dtype=np.float32)
         self._buf_start = 0              # frame index of _buf[0]
         # frame index at which the next window ends
-        self._next_end = self.T if self.pad is None else min(self.T, self.hop)
+        self._next_end = min(self.T, self.hop) if self.early else self.T
 
     def buffered(self) -> np.ndarray:
         """The frames held for future windows ``(n, F)`` (all frames so far, before the first window)."""
@@ -58,9 +54,8 @@ class WindowScheduler:
         out: list[tuple[int, np.ndarray]] = []
         while self._next_end <= self.frames_seen:
             lo = self._next_end - self.T - self._buf_start
-            if lo < 0:   # an early window: the stream's missing past is padding
-                fill = self._buf[:1] if isinstance(self.pad, str) else self.pad
-                win = np.concatenate([np.repeat(fill, -lo, axis=0), self._buf[:self._next_end - self._buf_start]])
+            if lo < 0:   # an early window: the stream's missing past is its first frame, repeated
+                win = np.concatenate([np.repeat(self._buf[:1], -lo, axis=0), self._buf[:self._next_end - self._buf_start]])
             else:
                 win = self._buf[lo:lo + self.T].copy()
             out.append((self._next_end, win))

@@ -121,7 +121,7 @@ class SedBatcher:
         self.powers = [power(f, fe) for f in self.feats]
         self.energy = [p.sum(dim=1) for p in self.powers]
         self.onsets = [torch.nonzero(m & ~torch.cat([m.new_zeros(1), m[:-1]])).flatten() for m in self.masks]
-        self.neg_kinds = [k for k in negatives.kinds]
+        self.neg_kinds = negatives.kinds
         self.by_class: dict[int, list[int]] = {}
         for i, c in enumerate(self.labels):
             self.by_class.setdefault(c, []).append(i)
@@ -169,11 +169,9 @@ class SedBatcher:
         if negative:
             if rng.random() < 0.15:                              # a quiet stretch of an event clip: not its class
                 i = int(rng.integers(len(self.feats)))
-                quiet = torch.nonzero(~self.masks[i]).flatten()
-                if len(quiet) >= T:
-                    run = self._quiet_start(self.masks[i], T)
-                    if run is not None:
-                        return self.feats[i][run:run + T].clone(), y
+                run = self._quiet_start(self.masks[i], T)
+                if run is not None:
+                    return self.feats[i][run:run + T].clone(), y
             return from_power(self._background(T, rng), self.fe), y
         i = int(rng.integers(len(self.feats)))
         p, m = self._event(i, T, rng, onset=rng.random() < cfg.onset_fraction)

@@ -118,8 +118,7 @@ def speech_clips(split: dict, cache_dir: str | Path, rng: np.random.Generator) -
 
     Returns an empty list (with a warning) where ``espeak-ng`` is not installed (Debian package ``espeak-ng``).
     """
-    import soundfile as sf
-    import soxr
+    from .data import read_audio
 
     exe = shutil.which("espeak-ng")
     cache = Path(cache_dir)
@@ -138,11 +137,7 @@ def speech_clips(split: dict, cache_dir: str | Path, rng: np.random.Generator) -
                 subprocess.run([exe, "-v", v, "-s", str(speed), "-p", str(pitch), "-w", str(tmp), s], check=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 tmp.replace(wav)
-            x, sr = sf.read(str(wav), dtype="float32", always_2d=True)
-            x = x.mean(axis=1)
-            if sr != SAMPLE_RATE:
-                x = soxr.resample(x, sr, SAMPLE_RATE).astype(np.float32)
-            out.append(x)
+            out.append(read_audio(wav, SAMPLE_RATE))
     return out
 
 
@@ -174,7 +169,7 @@ class NegativeBank:
 def build_negative_bank(fe: FrontEndConfig, noise_dir: str | Path | None, split: str, cache_dir: str | Path,
                         noise_train_fraction: float = 0.7, seed: int = 0, keep_audio: bool = False) -> NegativeBank:
     """The negatives of one split (``"train"`` or ``"eval"``): recordings, coloured noise, dither, speech, silence."""
-    from realtime.sources import read_audio
+    from .data import read_audio
 
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
@@ -182,14 +177,9 @@ def build_negative_bank(fe: FrontEndConfig, noise_dir: str | Path | None, split:
     bank = NegativeBank()
     if noise_dir and Path(noise_dir).is_dir():
         for p in sorted(Path(noise_dir).glob("*.flac")) + sorted(Path(noise_dir).glob("*.wav")):
-            x, sr = read_audio(p)
-            if sr != SAMPLE_RATE:
-                import soxr
-
-                x = soxr.resample(x, sr, SAMPLE_RATE).astype(np.float32)
+            x = read_audio(p, fe.sample_rate)
             cut = int(len(x) * noise_train_fraction)
-            part = x[:cut] if split == "train" else x[cut:]
-            bank.add(f"recording:{p.stem}", part, fe, keep_audio)
+            bank.add(f"recording:{p.stem}", x[:cut] if split == "train" else x[cut:], fe, keep_audio)
     for kind in ("white", "pink", "brown"):
         bank.add(f"coloured:{kind}", coloured_noise(kind, 20.0, rng), fe, keep_audio)
     bank.add("dither", dither(20.0, rng), fe, keep_audio)
@@ -201,15 +191,7 @@ def build_negative_bank(fe: FrontEndConfig, noise_dir: str | Path | None, split:
 
 
 def clip_arrays(paths: Sequence[Path], fe: FrontEndConfig) -> list[np.ndarray]:
-    """Decode clips at the front end's rate (the project's one reader plus soxr when the rate differs)."""
-    from realtime.sources import read_audio
+    """Decode clips at the front end's rate with the trainer's reader (:func:`models.training.data.read_audio`)."""
+    from .data import read_audio
 
-    out = []
-    for p in paths:
-        x, sr = read_audio(p)
-        if sr != fe.sample_rate:
-            import soxr
-
-            x = soxr.resample(x, sr, fe.sample_rate).astype(np.float32)
-        out.append(x)
-    return out
+    return [read_audio(p, fe.sample_rate) for p in paths]
