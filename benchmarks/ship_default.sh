@@ -15,12 +15,13 @@ for run in sel_mn04 final_sel; do
 done
 $PY benchmarks/eval_detector.py --model runs/sel_mn04/final --out benchmarks/results/selection/mn04
 $PY benchmarks/eval_detector.py --model runs/final_sel/final --out benchmarks/results/selection/datar_mn04
+$PY benchmarks/eval_detector.py --model runs/final_sel/final --out benchmarks/results/selection/datar_mn04_no_early \
+    --sources max --no-early-windows
 
 # 3. the shipped weights: the same recipe on folds 1-4 (CC0 and CC-BY clips only)
 $PY -m models.training.sed_run --model datar_mn04 --out runs/ship --epochs 40 --train-folds 1 2 3 4 --val-folds \
     --distill-from runs/sel_mn04/final
 
 # 4. package with the detection settings tuned in step 2 (tuning soundscapes of fold 4 only)
-SOURCE=${SOURCE:-frames}
 $PY -m models.training.ship runs/ship/final models/pretrained/aed_default \
-    --thresholds benchmarks/results/selection/datar_mn04/thresholds_$SOURCE.json --onset-source $SOURCE --early-windows
+    --thresholds benchmarks/results/selection/datar_mn04_no_early/thresholds_max.json --onset-source max
