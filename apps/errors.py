@@ -1,5 +1,6 @@
 """Errors the CLI reports as one line (exit code 2 for bad usage)."""
+from realtime.errors import AedError
 
 
-class UserError(Exception):
+class UserError(AedError):
     """Bad input from the user: printed as one line, exit code 2."""

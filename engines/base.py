@@ -13,6 +13,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from realtime.errors import AedError
+
 __all__ = [
     "InputSpec", "Engine", "EngineBase", "MissingDependencyError", "ModelFileError", "ModelFiles",
     "resolve_model_path", "read_config_json", "missing_dependency", "EXTRAS",
@@ -31,14 +33,14 @@ EXTRAS: dict[str, str] = {
 }
 
 
-class MissingDependencyError(ImportError):
+class MissingDependencyError(AedError, ImportError):
     """An optional dependency needed by the requested engine is not installed.
 
     The message names the extra to install; there is never a silent fallback to another backend.
     """
 
 
-class ModelFileError(ValueError):
+class ModelFileError(AedError, ValueError):
     """A model file (checkpoint, ONNX, TensorRT plan) is missing, corrupt, foreign or stale."""
 
 

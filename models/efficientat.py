@@ -28,6 +28,7 @@ import torch
 from models.mobilenet import MobileNetAudio, make_divisible
 from models.registry import create_model
 from realtime.config import efficientat_frontend
+from realtime.errors import AedError
 
 __all__ = ["load_efficientat_checkpoint", "read_efficientat_state", "efficientat_labels", "LABELS_CSV",
            "CheckpointError", "EFFICIENTAT_CREDIT"]
@@ -41,7 +42,7 @@ _LAYOUT = ("a PyTorch state dict (a zip .pt file of name -> tensor, as Efficient
            "classifier.2, classifier.5)")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(AedError, ValueError):
     """A checkpoint file that is not what it should be; the message is one line naming the expected layout."""
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from realtime.errors import AedError
 from realtime.ring import RingBuffer
 
 __all__ = ["MicrophoneCapture", "DeviceError", "list_input_devices", "import_sounddevice"]
@@ -23,7 +24,7 @@ __all__ = ["MicrophoneCapture", "DeviceError", "list_input_devices", "import_sou
 log = logging.getLogger(__name__)
 
 
-class DeviceError(RuntimeError):
+class DeviceError(AedError, RuntimeError):
     """The audio device failed, vanished or stopped delivering audio."""
 
 
