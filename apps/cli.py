@@ -12,6 +12,7 @@ import sys
 from typing import Sequence
 
 from apps.errors import UserError
+from realtime.errors import AedError
 
 __all__ = ["main", "build_parser"]
 
@@ -55,11 +56,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"aed {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError, TypeError, ImportError, RuntimeError, OSError) as e:
+    except BrokenPipeError:
+        # the reader went away (``aed detect ... | head``): stop quietly, as Unix tools do
+        _silence_stdout()
+        return 128 + 13          # what a process killed by SIGPIPE reports
+    except ModuleNotFoundError as e:
+        if args.verbose >= 2 or not e.name or e.name.split(".")[0] in _OWN_PACKAGES:
+            raise                 # one of our own modules missing is a broken install or a bug: keep the traceback
+        print(f"aed {args.command}: error: {missing_module_message(e.name.split('.')[0], args.command)}",
+              file=sys.stderr)
+        return 1
+    except (AedError, OSError) as e:
+        # the project's own user-error types, and the file system's; anything else is a bug and keeps its traceback
         if args.verbose >= 2:
             raise
         print(f"aed {args.command}: error: {e}", file=sys.stderr)
         return 1
+
+
+_OWN_PACKAGES = {"apps", "realtime", "models", "engines"}
+
+#: The extra that brings each optional module (``pip install 'aed[EXTRA]'``).
+_MODULE_EXTRAS = {"torch": "torch", "torchaudio": "torch", "safetensors": "torch", "onnx": "torch",
+                  "tensorrt": "tensorrt", "cuda": "tensorrt", "pyqtgraph": "gui", "PySide6": "gui",
+                  "rich": "profile", "psutil": "profile", "matplotlib": "train", "tqdm": "train", "pandas": "train",
+                  "sed_eval": "train", "psds_eval": "train", "dcase_util": "train", "onnxruntime": "", "sounddevice": "",
+                  "soundfile": "", "soxr": ""}
+
+
+def missing_module_message(module: str, command: str) -> str:
+    """One line for a missing optional module: what needs it and the extra that installs it."""
+    extra = _MODULE_EXTRAS.get(module)
+    how = (f"pip install 'aed[{extra}]'" if extra else "pip install -e . (the base install)") if extra is not None \
+        else f"pip install {module}"
+    return f"'aed {command}' needs the Python package '{module}', which is not installed; install it with: {how}"
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not print another Broken pipe."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

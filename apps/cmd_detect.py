@@ -1,15 +1,29 @@
-"""``aed detect FILE...``: events in audio files, in the DCASE TSV layout or as JSON lines."""
+"""``aed detect FILE...``: events in audio files, in the DCASE TSV layout or as JSON lines.
+
+Files are decoded, resampled and scored block by block, so memory does not grow with a file's length. Each file's
+rows are written when the file is done: a file that turns out to be corrupt half way costs only its own rows and
+one error line. ``-o`` writes a temporary file beside the output and renames it at the end (also after Ctrl-C, with
+the files finished so far), and refuses to overwrite one of its inputs.
+
+In the TSV layout a tab, newline, carriage return or backslash in a file name is written as ``\\t``, ``\\n``,
+``\\r`` or ``\\\\``, so every row has exactly five fields.
+"""
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from apps.common import add_detector_args, add_model_args, make_detector, open_engine
 from apps.errors import UserError
+from realtime.errors import AedError
 
 log = logging.getLogger(__name__)
+
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def register(sub) -> None:
@@ -26,6 +40,11 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def tsv_field(text: str) -> str:
+    """``text`` safe as one TSV field: tab, newline, carriage return and backslash escaped."""
+    return text.translate(_TSV_ESCAPES)
+
+
 def _rows(name: str, events, tags):
     for e in events:
         if e.kind == "offset":
@@ -35,33 +54,85 @@ def _rows(name: str, events, tags):
         yield {"filename": name, "tag": label, "score": round(score, 4)}
 
 
-def run(args) -> int:
-    from realtime.sources import read_audio
+def _check_output(output: str, files: list[str]) -> None:
+    """Refuse an output path that is one of the inputs (same file, same inode), before anything is opened."""
+    out = Path(output)
+    if out.is_dir():
+        raise UserError(f"-o {output} is a directory; give a file path")
+    if not out.exists():
+        return
+    for f in files:
+        try:
+            if os.path.samefile(out, f):
+                raise UserError(f"-o {output} is the input file {f}; writing there would destroy it. "
+                                "Choose another output path")
+        except OSError:
+            continue        # an input that does not exist is reported when its turn comes
 
+
+class _AtomicOutput:
+    """Rows go to a temporary file in the output's directory; :meth:`commit` renames it over the output."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent or ".")
+        self.tmp = Path(tmp)
+        self.file = os.fdopen(fd, "w", encoding="utf-8", newline="")
+
+    def commit(self) -> None:
+        self.file.close()
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def _detect_file(path: str, detectors: dict, args, engine):
+    """Events and top tags of one file, decoded and scored in blocks."""
+    from realtime.sources import AudioReader
+
+    reader = AudioReader(path, block_s=10.0)
+    det = detectors.get(reader.rate)
+    if det is None:
+        det = detectors[reader.rate] = make_detector(args, engine, reader.rate)
+    det.reset()
+    events = []
+    for block in reader.blocks():
+        for i in range(0, block.shape[0], det.chunk_samples):
+            events += det.push(block[i:i + det.chunk_samples])
+    events += det.flush()
+    tags = []
+    if args.tags:
+        scores = det.stream_tags()
+        if scores is not None:
+            order = scores.argsort()[::-1][: args.tags]
+            tags = [(det.labels[i], float(scores[i])) for i in order]
+    return events, tags
+
+
+def run(args) -> int:
     if args.tags < 0:
         raise UserError(f"--tags must be >= 0, got {args.tags}")
+    if args.output:
+        _check_output(args.output, args.files)
     engine = open_engine(args)
     try:
         detectors = {16000: make_detector(args, engine, 16000)}   # checks the options before any file is read
     except UserError:
         engine.close()
         raise
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    sink = _AtomicOutput(args.output) if args.output else None
+    out = sink.file if sink else sys.stdout
     failures = 0
+    done = False
     try:
         if args.format == "tsv":
             out.write("filename\tonset\toffset\tevent_label\tscore\n")
         for f in args.files:
             try:
-                audio, rate = read_audio(f)
-                det = detectors.get(rate) or detectors.setdefault(rate, make_detector(args, engine, rate))
-                events = det.process(audio)
-                tags = []
-                if args.tags:
-                    scores = det.clip_scores(audio)
-                    order = scores.argsort()[::-1][: args.tags]
-                    tags = [(det.labels[i], float(scores[i])) for i in order]
-            except (ValueError, FileNotFoundError) as e:
+                events, tags = _detect_file(f, detectors, args, engine)
+            except (AedError, OSError) as e:
                 failures += 1
                 print(f"aed detect: skipping {f}: {e}", file=sys.stderr)
                 continue
@@ -70,15 +141,23 @@ def run(args) -> int:
                 if args.format == "jsonl":
                     out.write(json.dumps(row) + "\n")
                 elif "event_label" in row:
-                    out.write(f"{name}\t{row['onset']:.3f}\t{row['offset']:.3f}\t{row['event_label']}\t"
-                              f"{row['score']:.4f}\n")
+                    out.write(f"{tsv_field(name)}\t{row['onset']:.3f}\t{row['offset']:.3f}\t"
+                              f"{tsv_field(row['event_label'])}\t{row['score']:.4f}\n")
                 else:
-                    print(f"{name}\ttag\t{row['tag']}\t{row['score']:.4f}", file=sys.stderr)
+                    print(f"{tsv_field(name)}\ttag\t{row['tag']}\t{row['score']:.4f}", file=sys.stderr)
             out.flush()
+        done = True
     finally:
-        if out is not sys.stdout:
-            out.close()
         engine.close()
+        if sink is not None:
+            # what was finished is kept, also after Ctrl-C; an output that could not be written is not renamed
+            try:
+                sink.commit()
+            except OSError:
+                sink.discard()
+                raise
+            if not done:
+                print(f"aed detect: wrote the rows of the files finished so far to {args.output}", file=sys.stderr)
     if failures:
         print(f"aed detect: {failures} of {len(args.files)} file(s) could not be read", file=sys.stderr)
     return 1 if failures else 0

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.base import Engine, EngineBase, InputSpec, MissingDependencyError, ModelFileError
+from realtime.errors import ConfigError
 
 __all__ = [
     "create_engine", "available_engines", "default_model_path", "gpu_available", "ENGINE_KINDS",
@@ -90,7 +91,7 @@ def create_engine(kind: str, model_path: str | Path | None = None, **options: An
         FileNotFoundError / ModelFileError: the model path is missing, corrupt or of the wrong kind.
     """
     if kind not in ENGINE_KINDS:
-        raise ValueError(f"unknown engine {kind!r}; choose one of {', '.join(ENGINE_KINDS)}")
+        raise ConfigError(f"unknown engine {kind!r}; choose one of {', '.join(ENGINE_KINDS)}")
     if model_path is None:
         model_path = default_model_path()
     if kind == "auto":

@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from realtime.errors import AedError
+from realtime.errors import AedError, EngineError, ModelFileError  # noqa: F401 - re-exported
 
 __all__ = [
     "InputSpec", "Engine", "EngineBase", "MissingDependencyError", "ModelFileError", "ModelFiles",
@@ -40,10 +40,6 @@ class MissingDependencyError(AedError, ImportError):
     """
 
 
-class ModelFileError(AedError, ValueError):
-    """A model file (checkpoint, ONNX, TensorRT plan) is missing, corrupt, foreign or stale."""
-
-
 def missing_dependency(module: str, purpose: str, cause: BaseException | None = None) -> MissingDependencyError:
     """Build the documented error for a missing optional module.
 
@@ -67,6 +63,16 @@ class InputSpec:
     t_min: int
     t_max: int
     max_batch: int = 64
+
+    def __post_init__(self) -> None:
+        from realtime.config import check_number
+        from realtime.detector import MAX_BATCH
+
+        check_number("input num_mel_bins", self.num_mel_bins, 1, 512, "", integer=True)
+        check_number("input t_min", self.t_min, 1, 10**6, "frames", integer=True)
+        check_number("input t_max", self.t_max, self.t_min, 10**6, "frames", integer=True,
+                     why=f"t_max must be at least t_min ({self.t_min})")
+        check_number("max_batch", self.max_batch, 1, MAX_BATCH, "windows", integer=True)
 
     def check(self, x: np.ndarray) -> np.ndarray:
         """Validate a batch of windows and return it as C-contiguous float32."""
@@ -105,15 +111,28 @@ class EngineBase:
         self.labels: list[str] = list(config.get("labels", []))
         inp = config.get("input", {})
         fe = config.get("frontend", {})
-        if max_batch is not None and int(max_batch) < 1:
-            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.spec = InputSpec(
             num_mel_bins=int(inp.get("num_mel_bins", fe.get("num_mel_bins", 128))),
             t_min=int(inp.get("t_min", 1)),
             t_max=int(inp.get("t_max", 100000)),
-            max_batch=int(max_batch if max_batch is not None else inp.get("max_batch", 64)),
+            max_batch=max_batch if max_batch is not None else inp.get("max_batch", 64),
         )
         self._closed = False
+
+    def check_output_size(self, origin: str) -> None:
+        """Score one window of digital silence at the config's F: the graph must accept it and give one score per
+        label (a label list that does not match the model, or a symbolic F the graph cannot take, fails here at
+        load time instead of on every file)."""
+        t = min(max(self.spec.t_min, 100), self.spec.t_max)
+        x = np.zeros((1, t, self.spec.num_mel_bins), np.float32)
+        try:
+            y = np.asarray(self.infer(x))
+        except Exception as e:  # noqa: BLE001 - any backend failure here is a model that does not fit its config
+            raise ModelFileError(f"{origin}: the model fails on a (1, {t}, {self.spec.num_mel_bins}) window "
+                                 f"as its config describes it: {type(e).__name__}: {str(e).strip()[:200]}") from e
+        if y.shape != (1, len(self.labels)):
+            raise ModelFileError(f"{origin}: the model gives scores of shape {tuple(y.shape)} for one window, but "
+                                 f"its config lists {len(self.labels)} labels")
 
     def close(self) -> None:
         self._closed = True
@@ -199,4 +218,26 @@ def check_config(cfg: Any, origin: str) -> dict[str, Any]:
     inp = cfg.get("input")
     if not isinstance(inp, dict) or not {"num_mel_bins", "t_min", "t_max"} <= set(inp):
         raise ModelFileError(f"model config from {origin} lacks 'input' with num_mel_bins, t_min and t_max")
+    labels = cfg["labels"]
+    if not all(isinstance(lb, str) and lb.strip() for lb in labels):
+        raise ModelFileError(f"model config from {origin}: every label must be a non-empty string")
+    dup = sorted({lb for lb in labels if labels.count(lb) > 1})
+    if dup:
+        raise ModelFileError(f"model config from {origin}: labels must be unique; repeated: {dup}")
+    from realtime.config import FrontEndConfig
+    from realtime.detector import DetectorConfig
+    from realtime.errors import ConfigError
+
+    try:
+        InputSpec(num_mel_bins=inp["num_mel_bins"], t_min=inp["t_min"], t_max=inp["t_max"],
+                  max_batch=inp.get("max_batch", 64))
+        det = DetectorConfig.from_model_config(cfg)          # front end, window and detection settings
+        if "frontend" in cfg and FrontEndConfig.from_dict(dict(cfg["frontend"])).num_mel_bins != inp["num_mel_bins"]:
+            raise ConfigError(f"its front end gives {cfg['frontend'].get('num_mel_bins')} mel bins but its input "
+                              f"takes {inp['num_mel_bins']}")
+        unknown = sorted(set(det.thresholds) - set(labels))
+        if unknown:
+            raise ConfigError(f"per-class thresholds for labels it does not have: {unknown}")
+    except (ConfigError, TypeError) as e:
+        raise ModelFileError(f"model config from {origin}: {e}") from e
     return cfg

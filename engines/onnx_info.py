@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from engines.base import ModelFileError, check_config, read_config_json
+from realtime.errors import ModelFileError
 
 __all__ = ["OnnxInfo", "read_onnx_info", "parse_onnx_bytes", "sha256_file", "onnx_model_config"]
 
@@ -251,9 +252,9 @@ def parse_onnx_bytes(data: bytes | memoryview) -> OnnxInfo:
             info.input_dim_names[name] = names
         _count_ops(graph, functions, info.ops)
     except (_WireError, UnicodeDecodeError) as e:
-        raise ValueError(f"not a valid ONNX model ({e})") from None
+        raise ModelFileError(f"not a valid ONNX model ({e})") from None
     if not info.ops or not info.outputs:
-        raise ValueError("not a valid ONNX model (empty graph)")
+        raise ModelFileError("not a valid ONNX model (empty graph)")
     return info
 
 
@@ -281,7 +282,7 @@ def read_onnx_info(path: str | Path) -> OnnxInfo:
     try:
         return parse_onnx_bytes(data)
     except ValueError as e:
-        raise ValueError(f"{str(p)!r} is {e}") from None
+        raise ModelFileError(f"{str(p)!r} is {e}") from None
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

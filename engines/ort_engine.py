@@ -15,6 +15,7 @@ import numpy as np
 
 from engines.base import EngineBase, ModelFileError, missing_dependency, read_config_json, resolve_model_path
 from engines.onnx_info import onnx_model_config
+from realtime.errors import ConfigError
 
 __all__ = ["OnnxRuntimeEngine", "GRAPH_OPTIMIZATION_LEVELS"]
 
@@ -29,6 +30,15 @@ def _import_ort() -> Any:
     except ImportError as e:
         raise missing_dependency("onnxruntime", "the onnxruntime engine", e) from e
     return ort
+
+
+def _check_same_model(config: dict, embedded: dict, onnx_path: Path) -> None:
+    """A checkpoint's ``model.onnx`` must describe the same model as its ``config.json`` (labels, input, front end);
+    detection settings may differ (``config.json`` wins: they are tuned after export)."""
+    for key in ("labels", "input", "frontend"):
+        if config.get(key) != embedded.get(key):
+            raise ModelFileError(f"{str(onnx_path)!r} is stale: its embedded {key!r} differs from config.json "
+                                 f"beside it; re-export it with: aed export {onnx_path.parent} -o {onnx_path}")
 
 
 class OnnxRuntimeEngine(EngineBase):
@@ -59,15 +69,15 @@ class OnnxRuntimeEngine(EngineBase):
             raise ModelFileError(f"checkpoint {str(files.path)!r} has no model.onnx; make one with: "
                                  f"aed export {files.path} -o {files.path / 'model.onnx'}")
         if graph_optimization_level not in GRAPH_OPTIMIZATION_LEVELS:
-            raise ValueError(f"graph_optimization_level must be one of {GRAPH_OPTIMIZATION_LEVELS}, "
+            raise ConfigError(f"graph_optimization_level must be one of {GRAPH_OPTIMIZATION_LEVELS}, "
                              f"got {graph_optimization_level!r}")
         for what, n in (("intra_op_num_threads", intra_op_num_threads), ("inter_op_num_threads", inter_op_num_threads)):
             if int(n) < 0:
-                raise ValueError(f"{what} must be >= 0 (0 lets ONNX Runtime choose), got {n}")
+                raise ConfigError(f"{what} must be >= 0 (0 lets ONNX Runtime choose), got {n}")
         providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
         unknown = [p for p in providers if p not in ort.get_available_providers()]
         if unknown:
-            raise ValueError(f"execution providers {unknown} are not available in this onnxruntime build; "
+            raise ConfigError(f"execution providers {unknown} are not available in this onnxruntime build; "
                              f"available: {ort.get_available_providers()}")
         so = ort.SessionOptions()
         so.intra_op_num_threads = int(intra_op_num_threads)
@@ -87,8 +97,11 @@ class OnnxRuntimeEngine(EngineBase):
             raise ModelFileError(f"onnxruntime cannot load {str(files.onnx)!r}: {type(e).__name__}: "
                                  f"{str(e).strip().splitlines()[0] if str(e).strip() else 'invalid model'}") from e
         meta = self._session.get_modelmeta().custom_metadata_map
-        if files.kind == "checkpoint" and "aed_config" not in meta:
+        if files.kind == "checkpoint":
+            # a checkpoint's config.json is its one source of truth, for this engine as for the torch engine
             config = read_config_json(files.config_json)  # type: ignore[arg-type]
+            if "aed_config" in meta:
+                _check_same_model(config, onnx_model_config(files.onnx, metadata=meta), files.onnx)
         else:
             config = onnx_model_config(files.onnx, metadata=meta)
         super().__init__(config, max_batch=max_batch)
@@ -108,6 +121,7 @@ class OnnxRuntimeEngine(EngineBase):
         self._frame_outputs = ["scores", "frame_scores"] if "frame_scores" in outputs else None
         self.path = files.onnx
         self.providers = self._session.get_providers()
+        self.check_output_size(repr(str(files.onnx)))
         log.debug("onnxruntime session for %s on %s, %d/%d threads", files.onnx, self.providers,
                   intra_op_num_threads, inter_op_num_threads)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from engines.base import ModelFileError, missing_dependency
+from realtime.errors import ConfigError
 
 __all__ = ["quantize_int8", "DEFAULT_OP_TYPES"]
 
@@ -43,7 +44,7 @@ def quantize_int8(onnx_in: str | Path, onnx_out: str | Path, *, op_types: Sequen
         raise missing_dependency(getattr(e, "name", None) or "onnx", "INT8 quantisation", e) from e
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
     if onnx_in.resolve() == onnx_out.resolve():
-        raise ValueError(f"onnx_out must differ from onnx_in ({str(onnx_in)!r})")
+        raise ConfigError(f"onnx_out must differ from onnx_in ({str(onnx_in)!r})")
     try:
         src = onnx.load(str(onnx_in), load_external_data=False)
     except Exception as e:  # onnx raises DecodeError and friends

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from engines.base import EngineBase, ModelFileError, missing_dependency, resolve_model_path
+from realtime.errors import ConfigError, EngineError
 
 __all__ = ["TorchEngine", "MODES", "PRECISIONS"]
 
@@ -74,15 +75,15 @@ class TorchEngine(EngineBase):
             torch.set_num_threads(int(num_threads))
         dev = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device {device!r} was asked for but torch sees no CUDA GPU")
+            raise EngineError(f"device {device!r} was asked for but torch sees no CUDA GPU")
         precision = precision or ("fp16" if dev.type == "cuda" else "fp32")
         mode = mode or ("cuda_graph" if dev.type == "cuda" else "eager")
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+            raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
         if dev.type != "cuda" and (precision == "fp16" or mode == "cuda_graph"):
-            raise ValueError(f"precision={precision!r}, mode={mode!r} need a CUDA device; on {dev} use fp32 eager "
+            raise ConfigError(f"precision={precision!r}, mode={mode!r} need a CUDA device; on {dev} use fp32 eager "
                              "or compile")
         self.device, self.precision, self.mode = dev, precision, mode
         self._dtype = torch.float16 if precision == "fp16" else torch.float32
@@ -95,6 +96,8 @@ class TorchEngine(EngineBase):
             self._fn = torch.compile(model, mode="reduce-overhead" if dev.type == "cuda" else "default", dynamic=False)
         self._graphs: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
         self._has_frames: bool | None = None
+        if mode == "eager":          # a captured or compiled graph would be built for this one probe shape
+            self.check_output_size(repr(str(model_path)) if model_path is not None else "the model given")
         log.debug("torch engine on %s, %s, %s", dev, precision, mode)
 
     def infer(self, x: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ from typing import Any, Callable
 from engines.base import ModelFileError, missing_dependency
 from engines.onnx_info import onnx_model_config, read_onnx_info, sha256_file
 from engines.trt_ops import OpSupportReport, OpTable, check_op_support, load_op_table, load_supported_ops
+from realtime.errors import ConfigError, EngineError
 
 __all__ = [
     "PRECISIONS", "ProfileShapes", "GpuInfo", "BuildEnv", "OpSupportReport", "make_profile", "seconds_to_frames",
@@ -75,7 +76,7 @@ def cuda_check(cudart: Any, result: Any, what: str) -> Any:
     if err != cudart.cudaError_t.cudaSuccess:
         _, msg = cudart.cudaGetErrorString(err)
         text = msg.decode() if isinstance(msg, bytes) else str(msg)
-        raise RuntimeError(f"CUDA error in {what}: {getattr(err, 'name', err)}: {text}")
+        raise EngineError(f"CUDA error in {what}: {getattr(err, 'name', err)}: {text}")
     if not rest:
         return None
     return rest[0] if len(rest) == 1 else rest
@@ -85,7 +86,7 @@ def cuda_check(cudart: Any, result: Any, what: str) -> Any:
 def seconds_to_frames(seconds: float, frame_shift_ms: float = 10.0) -> int:
     """Convert a window length in seconds to frames (1 s -> 100 frames at a 10 ms hop)."""
     if seconds <= 0:
-        raise ValueError(f"window length must be positive, got {seconds} s")
+        raise ConfigError(f"window length must be positive, got {seconds} s")
     return max(1, int(round(seconds * 1000.0 / frame_shift_ms)))
 
 
@@ -141,7 +142,7 @@ def make_profile(config: dict[str, Any], *, input_name: str = "fbank", window_s:
             return default
         t = seconds_to_frames(s, shift)
         if not (t_lo <= t <= t_hi):
-            raise ValueError(f"{what} of {s:g} s = {t} frames is outside the model's accepted range {rng}")
+            raise ConfigError(f"{what} of {s:g} s = {t} frames is outside the model's accepted range {rng}")
         return t
 
     if window_s is None:
@@ -150,10 +151,10 @@ def make_profile(config: dict[str, Any], *, input_name: str = "fbank", window_s:
     t_max = frames(max_window_s, t_hi, "--max-window")
     t_opt = frames(window_s, t_lo, "--window")
     if not (t_min <= t_opt <= t_max):
-        raise ValueError(f"expected min window <= window <= max window, got {t_min} <= {t_opt} <= {t_max} frames "
+        raise ConfigError(f"expected min window <= window <= max window, got {t_min} <= {t_opt} <= {t_max} frames "
                          f"(the model accepts {rng})")
     if int(max_batch) < 1 or not (1 <= int(opt_batch) <= int(max_batch)):
-        raise ValueError(f"expected 1 <= opt batch <= max batch, got opt {opt_batch}, max {max_batch}")
+        raise ConfigError(f"expected 1 <= opt batch <= max batch, got opt {opt_batch}, max {max_batch}")
     return ProfileShapes(input_name, (1, t_min, f), (int(opt_batch), t_opt, f), (int(max_batch), t_max, f))
 
 
@@ -186,7 +187,7 @@ def detect_env(device: int = 0) -> BuildEnv:
 def cache_key_fields(onnx_sha256: str, env: BuildEnv, precision: str, profile: ProfileShapes) -> dict[str, Any]:
     """Everything an engine depends on; any change gives another key."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     return {"format": PLAN_FORMAT, "onnx_sha256": onnx_sha256, "tensorrt": env.trt_version,
             "gpu": env.gpu.name, "compute_capability": env.gpu.compute_capability,
             "precision": precision, "profile": profile.to_dict()}
@@ -322,7 +323,7 @@ def build_serialized_engine(onnx_path: Path, profile: ProfileShapes, precision: 
         n_norm, n_soft = _keep_fp32(trt, network)
         log.info("fp16 build: %d normalisation and %d softmax layers kept in fp32", n_norm, n_soft)
     elif precision != "fp32":
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     cache = None
     if timing_cache is not None:
         blob = timing_cache.read_bytes() if timing_cache.is_file() else b""
@@ -333,7 +334,7 @@ def build_serialized_engine(onnx_path: Path, profile: ProfileShapes, precision: 
             config.set_timing_cache(cache, ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise RuntimeError(f"TensorRT failed to build an engine from {str(onnx_path)!r} (see the TensorRT log above)")
+        raise EngineError(f"TensorRT failed to build an engine from {str(onnx_path)!r} (see the TensorRT log above)")
     if timing_cache is not None:
         timing_cache.parent.mkdir(parents=True, exist_ok=True)
         timing_cache.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))

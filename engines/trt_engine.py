@@ -21,6 +21,7 @@ from engines.base import EngineBase, InputSpec, ModelFileError, resolve_model_pa
 from engines.trt_build import (
     ProfileShapes, cuda_check, detect_env, ensure_engine, import_cudart, import_tensorrt, read_plan, stale_reasons,
 )
+from realtime.errors import ConfigError, EngineError
 
 __all__ = ["TensorRTEngine"]
 
@@ -86,7 +87,7 @@ class TensorRTEngine(EngineBase):
                                  "with aed build-engine")
         self._context = self._engine.create_execution_context()
         if self._context is None:
-            raise RuntimeError("TensorRT could not create an execution context (out of GPU memory?)")
+            raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         if inputs != [profile.input_name] or "scores" not in names:
@@ -98,18 +99,18 @@ class TensorRTEngine(EngineBase):
 
         # Device buffers sized for the profile's largest shapes, bound by name once.
         if not self._context.set_input_shape(self._input, profile.max):
-            raise RuntimeError(f"TensorRT refused input shape {profile.max} for {self._input!r}")
+            raise EngineError(f"TensorRT refused input shape {profile.max} for {self._input!r}")
         self._ptr: dict[str, int] = {}
         for n in names:
             shape = tuple(self._context.get_tensor_shape(n))
             if any(d < 0 for d in shape):
-                raise RuntimeError(f"TensorRT could not infer the shape of {n!r} at the max profile (got {shape})")
+                raise EngineError(f"TensorRT could not infer the shape of {n!r} at the max profile (got {shape})")
             nbytes = int(np.prod(shape)) * self._dtypes[n].itemsize
             ptr = cuda_check(cudart, cudart.cudaMalloc(max(nbytes, 1)), f"cudaMalloc({nbytes}) for {n!r}")
             self._buffers.append(ptr)
             self._ptr[n] = int(ptr)
             if not self._context.set_tensor_address(n, int(ptr)):
-                raise RuntimeError(f"TensorRT refused the device address for {n!r}")
+                raise EngineError(f"TensorRT refused the device address for {n!r}")
         log.info("TensorRT engine %s: %s, profile %s..%s", plan, self.precision, profile.min, profile.max)
 
     @property
@@ -133,12 +134,12 @@ class TensorRTEngine(EngineBase):
         cudart = self._cudart
         x = np.ascontiguousarray(self.spec.check(x), dtype=self._dtypes[self._input])
         if not self._context.set_input_shape(self._input, x.shape):
-            raise ValueError(f"TensorRT refused input shape {x.shape}; accepted: {self.spec}")
+            raise ConfigError(f"TensorRT refused input shape {x.shape}; accepted: {self.spec}")
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         cuda_check(cudart, cudart.cudaMemcpyAsync(self._ptr[self._input], x.ctypes.data, x.nbytes, h2d, self._stream),
                    "cudaMemcpyAsync (input)")
         if not self._context.execute_async_v3(int(self._stream)):
-            raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log)")
+            raise EngineError("TensorRT execute_async_v3 failed (see the TensorRT log)")
         outs = []
         for name in outputs:
             out = np.empty(tuple(self._context.get_tensor_shape(name)), dtype=self._dtypes[name])

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engines.onnx_info import OnnxInfo, read_onnx_info
+from realtime.errors import ModelFileError
 
 __all__ = ["OpTable", "OpSupportReport", "load_op_table", "load_supported_ops", "check_op_support"]
 
@@ -60,7 +61,7 @@ def load_op_table(path: str | Path | None = None) -> OpTable:
     elif isinstance(raw, list):
         names = {x if isinstance(x, str) else x["name"] for x in raw}
     else:
-        raise ValueError(f"{str(path)!r}: expected a list of operator names")
+        raise ModelFileError(f"{str(path)!r}: expected a list of operator names")
     meta = doc if isinstance(doc, dict) else {}
     rng = meta.get("opset_range")
     return OpTable(frozenset(names), (int(rng[0]), int(rng[1])) if rng else None,

@@ -26,6 +26,7 @@ import torch.nn as nn
 
 from models.registry import create_model
 from realtime.config import FrontEndConfig, WindowConfig
+from realtime.errors import ModelFileError
 
 __all__ = ["build_config", "save", "load", "export_onnx", "load_ast_checkpoint", "ONNX_OPSET", "CONFIG_KEY"]
 
@@ -58,10 +59,10 @@ def build_config(model: nn.Module, labels: Sequence[str] | None = None, frontend
         labels = getattr(model, "labels", None) or [f"class_{i}" for i in range(model.num_classes)]
     labels = [str(label) for label in labels]
     if len(labels) != model.num_classes:
-        raise ValueError(f"got {len(labels)} labels for a model with {model.num_classes} classes")
+        raise ModelFileError(f"got {len(labels)} labels for a model with {model.num_classes} classes")
     frontend = frontend or getattr(model, "frontend", None) or FrontEndConfig(num_mel_bins=model.num_mel_bins)
     if frontend.num_mel_bins != model.num_mel_bins:
-        raise ValueError(f"front end has {frontend.num_mel_bins} mel bins, the model expects {model.num_mel_bins}")
+        raise ModelFileError(f"front end has {frontend.num_mel_bins} mel bins, the model expects {model.num_mel_bins}")
     window = window or WindowConfig()
     return {
         "name": name,
@@ -110,9 +111,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"corrupt model config {path}: {e}") from e
+        raise ModelFileError(f"corrupt model config {path}: {e}") from e
     if not isinstance(config, dict):
-        raise ValueError(f"corrupt model config {path}: expected a JSON object")
+        raise ModelFileError(f"corrupt model config {path}: expected a JSON object")
     return config
 
 
@@ -125,7 +126,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"corrupt weights file {path}: {e}") from e
+        raise ModelFileError(f"corrupt weights file {path}: {e}") from e
 
 
 def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -138,13 +139,13 @@ def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu")
     directory = Path(directory)
     config = _read_json(directory / CONFIG_FILE)
     if "name" not in config:
-        raise ValueError(f"corrupt model config {directory / CONFIG_FILE}: no 'name'")
+        raise ModelFileError(f"corrupt model config {directory / CONFIG_FILE}: no 'name'")
     state = _read_safetensors(directory / WEIGHTS_FILE)
     model = create_model(config["name"], **config.get("kwargs", {}))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ValueError(f"weights in {directory} do not fit model {config['name']!r}: {e}") from e
+        raise ModelFileError(f"weights in {directory} do not fit model {config['name']!r}: {e}") from e
     if config.get("labels"):
         model.labels = list(config["labels"])
     return model.to(map_location).eval(), config
@@ -274,10 +275,10 @@ def _convert_hf_state(hf: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
                 out[re.sub(pat, rep, k)] = v
                 break
         else:
-            raise ValueError(f"unexpected key {k!r} in an AST checkpoint")
+            raise ModelFileError(f"unexpected key {k!r} in an AST checkpoint")
     for k, parts in qkv.items():
         if set(parts) != {"q", "k", "v"}:
-            raise ValueError(f"incomplete query/key/value weights for {k}")
+            raise ModelFileError(f"incomplete query/key/value weights for {k}")
         out[k] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)  # 3 x (D, ...) -> (3D, ...)
     return out
 
@@ -291,7 +292,7 @@ def _read_hf_source(src: str | os.PathLike | Mapping[str, torch.Tensor]
         hf_config = _read_json(path / "config.json") if (path / "config.json").is_file() else {}
         return _read_safetensors(path / "model.safetensors"), hf_config
     if path.suffix != ".safetensors":
-        raise ValueError(f"{path}: only safetensors checkpoints are read (pickled .bin/.pt files are never loaded); "
+        raise ModelFileError(f"{path}: only safetensors checkpoints are read (pickled .bin/.pt files are never loaded); "
                          "convert it with transformers' save_pretrained(safe_serialization=True)")
     return _read_safetensors(path), {}
 
@@ -317,19 +318,19 @@ def load_ast_checkpoint(src: str | os.PathLike | Mapping[str, torch.Tensor], nam
     hf_state, hf_config = _read_hf_source(src)
     state = _convert_hf_state(hf_state)
     if "cls_token" not in state or "pos_embed" not in state:
-        raise ValueError("not an AST checkpoint: no cls token or position embeddings")
+        raise ModelFileError("not an AST checkpoint: no cls token or position embeddings")
     D = state["cls_token"].shape[-1]
     depth = 1 + max(int(re.match(r"blocks\.(\d+)\.", k).group(1)) for k in state if k.startswith("blocks."))
     patch = state["patch_embed.proj.weight"].shape[-1]
     f_stride = hf_config.get("frequency_stride", 10)
     t_stride = hf_config.get("time_stride", 10)
     if f_stride != t_stride:
-        raise ValueError(f"frequency stride {f_stride} != time stride {t_stride}: not supported")
+        raise ModelFileError(f"frequency stride {f_stride} != time stride {t_stride}: not supported")
     mel = hf_config.get("num_mel_bins", kwargs.get("num_mel_bins", 128))
     fp = (mel - patch) // f_stride + 1
     n_grid = state["pos_embed"].shape[1] - 2
     if n_grid % fp != 0:
-        raise ValueError(f"position embeddings of {n_grid} grid tokens do not fit {mel} mel bins")
+        raise ModelFileError(f"position embeddings of {n_grid} grid tokens do not fit {mel} mel bins")
     native = hf_config.get("max_length", (n_grid // fp - 1) * t_stride + patch)
     derived: dict[str, Any] = dict(embed_dim=D, depth=depth, patch_size=patch, stride=f_stride, num_mel_bins=mel,
                                    native_frames=native, mlp_ratio=state["blocks.0.mlp.fc1.weight"].shape[0] / D,
@@ -342,18 +343,18 @@ def load_ast_checkpoint(src: str | os.PathLike | Mapping[str, torch.Tensor], nam
         derived["num_classes"] = state["head.weight"].shape[0]
     derived["t_max"] = max(native, kwargs.get("t_max", 1024))
     if kwargs.get("attn", "mha") != "mha":
-        raise ValueError("AST checkpoints hold multi-head attention weights; build with attn='mha'")
+        raise ModelFileError("AST checkpoints hold multi-head attention weights; build with attn='mha'")
     model = create_model(name, **{**derived, **kwargs})
     ours = model.state_dict()
     unexpected = sorted(set(state) - set(ours))
     missing = sorted(set(ours) - set(state))
     fresh = [k for k in missing if "adapter" in k or k.startswith(("head.", "head_norm.", "frame_head"))]
     if unexpected or len(fresh) != len(missing):
-        raise ValueError(f"checkpoint does not fit {name}: unexpected {unexpected[:5]}, "
+        raise ModelFileError(f"checkpoint does not fit {name}: unexpected {unexpected[:5]}, "
                          f"missing {sorted(set(missing) - set(fresh))[:5]}")
     for k, v in state.items():
         if v.shape != ours[k].shape:
-            raise ValueError(f"checkpoint tensor {k} has shape {tuple(v.shape)}, {name} expects {tuple(ours[k].shape)}")
+            raise ModelFileError(f"checkpoint tensor {k} has shape {tuple(v.shape)}, {name} expects {tuple(ours[k].shape)}")
     ours.update(state)
     model.load_state_dict(ours, strict=True)
     if fresh:

@@ -5,6 +5,7 @@ import fnmatch
 from typing import Callable
 
 import torch.nn as nn
+from realtime.errors import ConfigError
 
 __all__ = ["register_model", "create_model", "list_models", "is_model"]
 
@@ -50,7 +51,7 @@ def create_model(name: str, **kwargs) -> nn.Module:
     """
     _ensure_families_loaded()
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
     model = _REGISTRY[name](**kwargs)
     model.model_name = name
     model.model_kwargs = dict(kwargs)

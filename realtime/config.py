@@ -11,10 +11,14 @@ Example:
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["FrontEndConfig", "WindowConfig", "AUDIOSET_MEAN", "AUDIOSET_STD", "FRONTEND_KINDS", "efficientat_frontend"]
+from realtime.errors import ConfigError
+
+__all__ = ["check_number", "is_finite_number", "FrontEndConfig", "WindowConfig", "AUDIOSET_MEAN", "AUDIOSET_STD", "FRONTEND_KINDS", "efficientat_frontend"]
 
 # AST's AudioSet statistics (Gong et al., 2021); used only as the default of FrontEndConfig.
 AUDIOSET_MEAN = -4.2677393
@@ -26,11 +30,34 @@ FRONTEND_KINDS = ("kaldi", "efficientat")
 
 
 def _from_dict(cls, d: dict[str, Any]):
+    if not isinstance(d, dict):
+        raise ConfigError(f"{cls.__name__} must be a JSON object of settings, got {type(d).__name__}")
     known = {f.name for f in fields(cls)}
     unknown = set(d) - known
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys {sorted(unknown)}; accepted: {sorted(known)}")
+        raise ConfigError(f"unknown {cls.__name__} keys {sorted(unknown)}; accepted: {sorted(known)}")
     return cls(**d)
+
+
+def is_finite_number(x: Any) -> bool:
+    """``x`` is a real, finite number (bools and strings are not numbers here)."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def check_number(name: str, value: Any, lo: float, hi: float, unit: str, integer: bool = False,
+                  why: str = "") -> None:
+    """``lo <= value <= hi`` (finite; whole when ``integer``), else a ConfigError saying what is accepted."""
+    ok = is_finite_number(value) and lo <= value <= hi and (not integer or float(value).is_integer())
+    if not ok:
+        kind = "a whole number" if integer else "a number"
+        unit = f" {unit}" if unit else ""
+        lead = f"{why}: " if why else ""
+        raise ConfigError(f"{lead}{name} must be {kind} from {lo:g} to {hi:g}{unit}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -66,17 +93,27 @@ class FrontEndConfig:
     reference_rate: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind not in FRONTEND_KINDS:
-            raise ValueError(f"front-end kind must be one of {FRONTEND_KINDS}, got {self.kind!r}")
-        if self.kind == "efficientat" and self.reference_rate < self.sample_rate:
-            raise ValueError(f"an efficientat front end needs reference_rate >= sample_rate ({self.sample_rate} Hz), "
-                             f"got {self.reference_rate}")
-        if self.sample_rate <= 0:
-            raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
-        if self.num_mel_bins <= 0:
-            raise ValueError(f"num_mel_bins must be positive, got {self.num_mel_bins}")
-        if self.std <= 0:
-            raise ValueError(f"std must be positive, got {self.std}")
+        _check(self.kind in FRONTEND_KINDS, f"front-end kind must be one of {FRONTEND_KINDS}, got {self.kind!r}")
+        check_number("sample_rate", self.sample_rate, 4000, 192000, "Hz", integer=True)
+        check_number("num_mel_bins", self.num_mel_bins, 1, 512, "", integer=True)
+        check_number("frame_length_ms", self.frame_length_ms, 2.0, 200.0, "ms")
+        check_number("frame_shift_ms", self.frame_shift_ms, 1.0, 100.0, "ms")
+        check_number("preemphasis", self.preemphasis, 0.0, 1.0, "")
+        check_number("mean", self.mean, -1e3, 1e3, "")
+        check_number("std", self.std, 1e-6, 1e3, "")
+        if self.kind == "efficientat":
+            check_number("reference_rate", self.reference_rate, self.sample_rate, 384000, "Hz", integer=True,
+                          why="an efficientat front end needs reference_rate >= sample_rate")
+        else:
+            _check(self.reference_rate == 0, f"reference_rate is for efficientat front ends only; got "
+                                             f"{self.reference_rate!r} for kind {self.kind!r} (use 0)")
+        design = self.reference_rate or self.sample_rate
+        nyquist = design / 2
+        check_number("low_freq", self.low_freq, 0.0, nyquist, "Hz")
+        high = self.high_freq if self.high_freq > 0 else nyquist + self.high_freq
+        _check(is_finite_number(self.high_freq) and self.low_freq < high <= nyquist,
+               f"high_freq must give a top mel edge in (low_freq={self.low_freq}, {nyquist:g}] Hz (0 or less: Nyquist "
+               f"plus this value), got {self.high_freq!r}")
 
     @property
     def frame_length(self) -> int:
@@ -127,10 +164,10 @@ class WindowConfig:
     hop_s: float = 0.1
 
     def __post_init__(self) -> None:
-        if not (0.5 <= self.window_s <= 10.0):
-            raise ValueError(f"window_s must be between 0.5 and 10 seconds, got {self.window_s}")
-        if not (0.0 < self.hop_s <= self.window_s):
-            raise ValueError(f"hop_s must be in (0, window_s={self.window_s}] seconds, got {self.hop_s}")
+        if not (is_finite_number(self.window_s) and 0.5 <= self.window_s <= 10.0):
+            raise ConfigError(f"window_s must be between 0.5 and 10 seconds, got {self.window_s!r}")
+        if not (is_finite_number(self.hop_s) and 0.0 < self.hop_s <= self.window_s):
+            raise ConfigError(f"hop_s must be in (0, window_s={self.window_s}] seconds, got {self.hop_s!r}")
 
     def frames(self, frontend: FrontEndConfig) -> tuple[int, int]:
         """Window and hop converted once to frames: ``(T, hop_frames)``."""

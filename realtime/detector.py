@@ -18,7 +18,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from realtime.config import FrontEndConfig, WindowConfig
+from realtime.config import FrontEndConfig, WindowConfig, check_number
+from realtime.errors import AudioError, ConfigError
 from realtime.events import Event, EventTracker
 from realtime.frontend import StreamingFbank, fbank, normalize
 from realtime.resample import StreamingResampler, check_rate
@@ -26,6 +27,9 @@ from realtime.stats import StageTimer
 from realtime.validate import check_audio
 
 __all__ = ["Detector", "DetectorConfig", "PendingWindow", "ONSET_ANCHORS", "ONSET_SOURCES"]
+
+#: The most windows one ``infer`` call may take (a sanity bound; an engine's own limit is usually lower).
+MAX_BATCH = 4096
 
 ONSET_ANCHORS = ("newest", "centre")
 #: What the event tracker follows: the clip head's window score, or the frame head's newest frame.
@@ -80,10 +84,30 @@ class DetectorConfig:
     backdate_onsets: bool = False
 
     def __post_init__(self):
+        """Every detector setting is checked here, once, whichever route it came by (model config, CLI, API)."""
+        if not isinstance(self.frontend, FrontEndConfig) or not isinstance(self.window, WindowConfig):
+            raise ConfigError("frontend and window must be FrontEndConfig and WindowConfig objects")
+        check_number("threshold", self.threshold, 0.0, 1.0, "")
+        if not isinstance(self.thresholds, Mapping):
+            raise ConfigError(f"thresholds must map labels to numbers in [0, 1], got {type(self.thresholds).__name__}")
+        for label, v in self.thresholds.items():
+            check_number(f"the threshold of {label!r}", v, 0.0, 1.0, "")
+        check_number("release_ratio", self.release_ratio, 0.01, 1.0, "")
+        check_number("min_duration_s", self.min_duration_s, 0.0, 3600.0, "seconds")
+        check_number("merge_gap_s", self.merge_gap_s, 0.0, 3600.0, "seconds")
+        if self.input_rate is not None:
+            try:
+                check_rate(self.input_rate)
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"input_rate: {e}") from e
+        check_number("batch_size", self.batch_size, 1, MAX_BATCH, "windows", integer=True)
         if self.onset_anchor not in ONSET_ANCHORS:
-            raise ValueError(f"onset_anchor must be one of {ONSET_ANCHORS}, got {self.onset_anchor!r}")
+            raise ConfigError(f"onset_anchor must be one of {ONSET_ANCHORS}, got {self.onset_anchor!r}")
         if self.onset_source not in ONSET_SOURCES:
-            raise ValueError(f"onset_source must be one of {ONSET_SOURCES}, got {self.onset_source!r}")
+            raise ConfigError(f"onset_source must be one of {ONSET_SOURCES}, got {self.onset_source!r}")
+        for name in ("early_windows", "backdate_onsets"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
     @classmethod
     def from_model_config(cls, cfg: Mapping[str, Any], **overrides) -> "DetectorConfig":
@@ -94,20 +118,22 @@ class DetectorConfig:
         if "window" in cfg:
             kw["window"] = WindowConfig.from_dict(dict(cfg["window"]))
         th = cfg.get("thresholds") or {}
+        if not isinstance(th, Mapping):
+            raise ConfigError(f"the model config's 'thresholds' must be a JSON object, got {type(th).__name__}")
         if "default" in th:
-            kw["threshold"] = float(th["default"])
+            kw["threshold"] = th["default"]
         if th.get("per_class"):
-            kw["thresholds"] = dict(th["per_class"])
+            kw["thresholds"] = th["per_class"]
         for k in ("release_ratio", "min_duration_s", "merge_gap_s"):
             if k in th:
-                kw[k] = float(th[k])
+                kw[k] = th[k]
         if th.get("onset_anchor"):
             kw["onset_anchor"] = str(th["onset_anchor"])
         if th.get("onset_source"):
             kw["onset_source"] = str(th["onset_source"])
         for k in ("early_windows", "backdate_onsets"):
             if k in th:
-                kw[k] = bool(th[k])
+                kw[k] = th[k]
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kw)
 
@@ -145,19 +171,11 @@ class Detector:
         self.on_frames = on_frames
         fe = config.frontend
         self.T, self.hop_frames = config.window.frames(fe)
-        spec = getattr(engine, "spec", None)
-        if spec is not None:
-            if spec.num_mel_bins != fe.num_mel_bins:
-                raise ValueError(f"front end gives {fe.num_mel_bins} mel bins but the engine accepts "
-                                 f"{spec.num_mel_bins}")
-            if not (spec.t_min <= self.T <= spec.t_max):
-                fps = fe.frames_per_second
-                raise ValueError(f"window of {config.window.window_s} s ({self.T} frames) is outside the model's "
-                                 f"range {spec.t_min / fps:.2f}..{spec.t_max / fps:.2f} s")
+        self._check_engine(engine, config)
         self._frames_mode = config.onset_source in ("frames", "max")
         if self._frames_mode and (not callable(getattr(engine, "infer_frames", None))
                                   or getattr(engine, "has_frames", True) is False):
-            raise ValueError(f"onset_source {config.onset_source!r} needs an engine with a frame head (infer_frames); "
+            raise ConfigError(f"onset_source {config.onset_source!r} needs an engine with a frame head (infer_frames); "
                              f"{getattr(engine, 'name', type(engine).__name__)} has none: use onset_source 'clip'")
         # what digital silence looks like to the model: pads clips shorter than one window
         self._floor = normalize(fbank(np.zeros(4 * fe.frame_length, np.float32), fe)[:1], fe)[0]
@@ -176,6 +194,30 @@ class Detector:
                                     backdate_onsets=config.backdate_onsets)
         self.reset()
 
+    def _check_engine(self, engine: Any, config: DetectorConfig) -> None:
+        """The settings against what this engine accepts (labels, mel bins, window length, batch)."""
+        if not self.labels or not all(isinstance(lb, str) and lb for lb in self.labels):
+            raise ConfigError(f"the engine's labels must be a non-empty list of non-empty strings, got {self.labels!r}")
+        dup = sorted({lb for lb in self.labels if self.labels.count(lb) > 1})
+        if dup:
+            raise ConfigError(f"the model's labels must be unique; repeated: {dup}")
+        unknown = sorted(set(config.thresholds) - set(self.labels))
+        if unknown:
+            raise ConfigError(f"per-class thresholds for labels the model does not have: {unknown}")
+        fe = config.frontend
+        spec = getattr(engine, "spec", None)
+        if spec is None:
+            return
+        if spec.num_mel_bins != fe.num_mel_bins:
+            raise ConfigError(f"front end gives {fe.num_mel_bins} mel bins but the engine accepts {spec.num_mel_bins}")
+        if not (spec.t_min <= self.T <= spec.t_max):
+            fps = fe.frames_per_second
+            raise ConfigError(f"window of {config.window.window_s} s ({self.T} frames) is outside the model's "
+                              f"range {spec.t_min / fps:.2f}..{spec.t_max / fps:.2f} s")
+        if config.batch_size > spec.max_batch:
+            raise ConfigError(f"batch_size {config.batch_size} is above the engine's limit of {spec.max_batch} "
+                              f"windows per call; accepted: 1..{spec.max_batch}")
+
     # -- state ---------------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget all audio state (context, frames, open events, clock); keep the engine."""
@@ -188,6 +230,8 @@ class Detector:
         self.windows_scored = 0
         self._segment_windows = 0       # windows scored since the last reset or gap
         self.last_scores: np.ndarray | None = None
+        self._clip_sum = np.zeros(len(self.labels), np.float64)   # clip-head scores of full windows, summed
+        self._clip_n = 0
 
     def with_config(self, **changes) -> "Detector":
         """A new detector on the same engine with some settings changed (state starts fresh)."""
@@ -219,18 +263,32 @@ class Detector:
             wins = self._windows.push(normalize(frames, self.config.frontend)) if frames.shape[0] else []
         return [PendingWindow(end, w) for end, w in wins]
 
-    def infer_batch(self, batch: np.ndarray) -> np.ndarray:
+    def infer_batch(self, batch: np.ndarray, tag: np.ndarray | None = None) -> np.ndarray:
         """The scores the tracker follows for windows ``(B, T, F)``: ``(B, C)``.
 
         The clip head's scores, with ``onset_source="frames"`` the frame head's newest frame, with ``"max"`` the
-        larger of the two.
+        larger of the two. ``tag`` (B,) bool: windows whose clip-head scores count towards :meth:`stream_tags`.
         """
         if not self._frames_mode:
-            return np.asarray(self.engine.infer(batch), dtype=np.float32)
-        clip, frames = self.engine.infer_frames(batch)
-        clip = np.asarray(clip, dtype=np.float32)
-        newest = np.asarray(frames, dtype=np.float32)[:, -1, :]         # (B, T', C) -> (B, C): the newest frame
-        return np.maximum(newest, clip) if self.config.onset_source == "max" else newest
+            clip = np.asarray(self.engine.infer(batch), dtype=np.float32)
+            out = clip
+        else:
+            clip, frames = self.engine.infer_frames(batch)
+            clip = np.asarray(clip, dtype=np.float32)
+            newest = np.asarray(frames, dtype=np.float32)[:, -1, :]     # (B, T', C) -> (B, C): the newest frame
+            out = np.maximum(newest, clip) if self.config.onset_source == "max" else newest
+        if tag is not None and clip.ndim == 2 and clip.shape[1] == self._clip_sum.shape[0] and tag.any():
+            self._clip_sum += clip[tag].sum(axis=0, dtype=np.float64)
+            self._clip_n += int(tag.sum())
+        return out
+
+    def stream_tags(self) -> np.ndarray | None:
+        """Clip tags of everything processed since the last :meth:`reset`: the mean clip-head score of its full
+        windows ``(C,)`` (a stream shorter than one window: its one padded window), None before any window.
+
+        The same numbers as :meth:`clip_scores` on the same audio, in constant memory.
+        """
+        return None if self._clip_n == 0 else (self._clip_sum / self._clip_n).astype(np.float32)
 
     def score(self, windows: list[PendingWindow]) -> np.ndarray:
         """Run the engine on pending windows in batches: ``(n, C)``."""
@@ -238,8 +296,10 @@ class Detector:
         bs = max(1, int(self.config.batch_size))
         with self.timer("inference"):
             for i in range(0, len(windows), bs):
-                batch = np.stack([w.window for w in windows[i:i + bs]])       # (B, T, F)
-                out.append(self.infer_batch(batch))
+                part = windows[i:i + bs]
+                batch = np.stack([w.window for w in part])                    # (B, T, F)
+                full = np.array([w.end_frame >= self.T for w in part])        # early windows are not clip tags
+                out.append(self.infer_batch(batch, tag=full))
         if not out:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         scores = np.concatenate(out)
@@ -308,7 +368,7 @@ class Detector:
             # a stream (or file) shorter than one window: score what there is, padded with silence, as one
             # window that spans the whole segment
             with self.timer("inference"):
-                s = self.infer_batch(self._pad(tail)[None])[0]
+                s = self.infer_batch(self._pad(tail)[None], tag=np.array([self._clip_n == 0]))[0]
             t_end = self._frame_time(self._windows.frames_seen)
             with self.timer("post"):
                 events += self._track(t_end, s, self._time_offset_s, t_end)
@@ -318,38 +378,39 @@ class Detector:
 
     # -- offline -------------------------------------------------------------------------------
     def process(self, audio: np.ndarray) -> list[Event]:
-        """Detect events in a whole signal; identical to pushing it in any chunks and flushing."""
+        """Detect events in a whole signal; identical to pushing it in any chunks and flushing.
+
+        The signal is pushed in pieces of about 64 hops (at least a second), so the windows in flight stay bounded
+        whatever its length.
+        """
         audio = check_audio(audio, self.input_rate, what="audio")
         self.reset()
-        events = self.push(audio)
+        events: list[Event] = []
+        step = self.chunk_samples
+        for i in range(0, audio.shape[0], step):
+            events += self.push(audio[i:i + step])
         events += self.flush()
         return events
 
-    def clip_scores(self, audio: np.ndarray) -> np.ndarray:
-        """Tag a whole clip: the mean of its window scores, ``(C,)``.
+    @property
+    def chunk_samples(self) -> int:
+        """Input samples per push that keep a backlog bounded: about 64 hops' worth, at least one second."""
+        return int(self.input_rate * max(1.0, 64 * self.hop_s, self.config.batch_size * self.hop_s))
 
-        A clip shorter than one window is padded with digital silence to one window and scored once.
+    def clip_scores(self, audio: np.ndarray) -> np.ndarray:
+        """Tag a whole clip: the mean clip-head score of its full windows, ``(C,)``.
+
+        A clip shorter than one window is padded with digital silence to one window and scored once. The same
+        rule as :meth:`stream_tags` (it runs the streaming path on a scratch detector), in bounded memory.
         """
         audio = check_audio(audio, self.input_rate, what="audio")
-        rs = StreamingResampler(self.input_rate, self.config.frontend.sample_rate)
-        x = np.concatenate([rs.push(audio), rs.flush()])
-        fb = StreamingFbank(self.config.frontend)
-        feats = normalize(fb.push(x), self.config.frontend)                 # (N, F)
-        n = feats.shape[0]
-        if n == 0:
-            need = self.config.frontend.frame_length / self.config.frontend.sample_rate
-            raise ValueError(f"audio too short to tag: {x.shape[0] / self.config.frontend.sample_rate:.3f} s; "
-                             f"accepted are clips of at least {need:.3f} s (one frame)")
-        if n < self.T:            # shorter than a window: padded with digital silence and scored once
-            wins = [PendingWindow(n, self._pad(feats))]
-        else:
-            from realtime.windows import WindowScheduler
-
-            wins = [PendingWindow(e, w) for e, w in WindowScheduler(self.T, self.hop_frames, feats.shape[1]).push(feats)]
-        scores = []
-        bs = max(1, int(self.config.batch_size))
-        with self.timer("inference"):
-            for i in range(0, len(wins), bs):
-                scores.append(np.asarray(self.engine.infer(np.stack([w.window for w in wins[i:i + bs]])),
-                                         dtype=np.float32))
-        return np.concatenate(scores).mean(axis=0)
+        scratch = Detector(self.engine, replace(self.config, early_windows=False, onset_source="clip"))
+        scratch.timer = self.timer
+        scratch.process(audio)
+        tags = scratch.stream_tags()
+        if tags is None:
+            fe = self.config.frontend
+            need = fe.frame_length / fe.sample_rate
+            raise AudioError(f"audio too short to tag: {audio.shape[0] / self.input_rate:.3f} s; accepted are "
+                             f"clips of at least {need:.3f} s (one frame)")
+        return tags

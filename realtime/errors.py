@@ -11,7 +11,7 @@ Example:
 """
 from __future__ import annotations
 
-__all__ = ["AedError", "AudioError", "ConfigError"]
+__all__ = ["AedError", "AudioError", "ConfigError", "EngineError", "ModelFileError"]
 
 
 class AedError(Exception):
@@ -24,3 +24,11 @@ class ConfigError(AedError, ValueError):
 
 class AudioError(AedError, ValueError):
     """Audio that cannot be used: unreadable, corrupt, truncated, lying about its length, NaN/Inf, empty."""
+
+
+class ModelFileError(AedError, ValueError):
+    """A model file (checkpoint, ONNX, TensorRT plan) is missing, corrupt, foreign or stale."""
+
+
+class EngineError(AedError, RuntimeError):
+    """The inference backend failed for a reason outside the caller's code: no GPU, out of memory, a driver error."""

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
+from realtime.errors import ConfigError
 
 __all__ = ["Event", "EventTracker"]
 
@@ -77,18 +78,18 @@ class EventTracker:
                  hop_s: float = 0.1, backdate_onsets: bool = False):
         self.labels = list(labels)
         if not self.labels:
-            raise ValueError("EventTracker needs at least one label")
+            raise ConfigError("EventTracker needs at least one label")
         thresholds = dict(thresholds or {})
         unknown = set(thresholds) - set(self.labels)
         if unknown:
-            raise ValueError(f"thresholds given for unknown labels {sorted(unknown)}")
+            raise ConfigError(f"thresholds given for unknown labels {sorted(unknown)}")
         for name, v in [("threshold", threshold), *thresholds.items()]:
             if not (0.0 <= float(v) <= 1.0):
-                raise ValueError(f"threshold for {name!r} must be in [0, 1], got {v}")
+                raise ConfigError(f"threshold for {name!r} must be in [0, 1], got {v}")
         if not (0.0 < release_ratio <= 1.0):
-            raise ValueError(f"release_ratio must be in (0, 1], got {release_ratio}")
+            raise ConfigError(f"release_ratio must be in (0, 1], got {release_ratio}")
         if min_duration_s < 0 or merge_gap_s < 0 or hop_s <= 0:
-            raise ValueError("min_duration_s and merge_gap_s must be >= 0 and hop_s > 0 seconds")
+            raise ConfigError("min_duration_s and merge_gap_s must be >= 0 and hop_s > 0 seconds")
         self.on = np.array([float(thresholds.get(l, threshold)) for l in self.labels], dtype=np.float64)
         self.off = self.on * release_ratio
         self.min_duration_s = float(min_duration_s)

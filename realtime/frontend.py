@@ -31,6 +31,7 @@ from functools import lru_cache
 import numpy as np
 
 from realtime.config import FrontEndConfig
+from realtime.errors import ConfigError
 
 __all__ = ["StreamingFbank", "fbank", "normalize", "mel_banks", "num_frames"]
 
@@ -47,7 +48,7 @@ def _banks_cached(num_bins: int, n_fft: int, sample_rate: int, low: float, high:
     nyquist = 0.5 * sample_rate
     high = nyquist + high if high <= 0.0 else high
     if not (0.0 <= low < high <= nyquist):
-        raise ValueError(f"mel range must satisfy 0 <= low_freq < high_freq <= {nyquist} Hz, got {low}..{high}")
+        raise ConfigError(f"mel range must satisfy 0 <= low_freq < high_freq <= {nyquist} Hz, got {low}..{high}")
     n_bins = n_fft // 2
     mel_low, mel_high = _mel(low), _mel(high)
     delta = (mel_high - mel_low) / (num_bins + 1)

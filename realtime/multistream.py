@@ -20,10 +20,28 @@ from typing import Any, Hashable, Iterable, Mapping
 
 import numpy as np
 
-from realtime.detector import Detector, DetectorConfig, PendingWindow
+from realtime.config import check_number
+from realtime.detector import MAX_BATCH, Detector, DetectorConfig, PendingWindow
+from realtime.errors import AedError, ConfigError
 from realtime.events import Event
 
-__all__ = ["MultiStreamRunner"]
+__all__ = ["MultiStreamRunner", "StreamChunkError"]
+
+
+class StreamChunkError(AedError, ValueError):
+    """Some streams' chunks were refused; every other stream's chunk was processed as usual.
+
+    Attributes:
+        errors: the refused streams and why, ``{stream_id: exception}``; their state is as before the call.
+        events: the events of the streams that were processed, as :meth:`MultiStreamRunner.push` returns them.
+    """
+
+    def __init__(self, errors: dict, events: dict):
+        self.errors = errors
+        self.events = events
+        first = next(iter(errors.items()))
+        more = f" (and {len(errors) - 1} more stream(s))" if len(errors) > 1 else ""
+        super().__init__(f"stream {first[0]!r}: {first[1]}{more}; the other streams were processed")
 
 
 class MultiStreamRunner:
@@ -42,10 +60,15 @@ class MultiStreamRunner:
         self.engine = engine
         self.detectors: dict[Hashable, Detector] = {sid: Detector(engine, config) for sid in stream_ids}
         if not self.detectors:
-            raise ValueError("MultiStreamRunner needs at least one stream id")
+            raise ConfigError("MultiStreamRunner needs at least one stream id")
         self._scorer = next(iter(self.detectors.values()))
         spec = getattr(engine, "spec", None)
-        self.max_batch = int(max_batch or (spec.max_batch if spec is not None else 32))
+        limit = spec.max_batch if spec is not None else MAX_BATCH
+        if max_batch is None:
+            max_batch = spec.max_batch if spec is not None else 32
+        check_number("max_batch", max_batch, 1, limit, "windows", integer=True,
+                     why=f"max_batch must fit the engine's limit of {limit} windows per call")
+        self.max_batch = int(max_batch)
         self.infer_calls = 0
         self.windows_scored = 0
 
@@ -54,13 +77,25 @@ class MultiStreamRunner:
             d.reset()
 
     def push(self, chunks: Mapping[Hashable, np.ndarray]) -> dict[Hashable, list[Event]]:
-        """Feed one chunk per stream (any subset of streams); return each stream's new events."""
-        unknown = set(chunks) - set(self.detectors)
-        if unknown:
-            raise KeyError(f"unknown stream ids {sorted(map(str, unknown))}; known: {list(self.detectors)}")
+        """Feed one chunk per stream (any subset of streams); return each stream's new events.
+
+        A stream whose chunk is refused (an unknown id, NaN, the wrong shape) keeps its state, and costs the
+        other streams nothing: they are processed, then :class:`StreamChunkError` names the refused ones and
+        carries the others' events.
+        """
+        errors: dict[Hashable, Exception] = {}
         pending: list[tuple[Hashable, PendingWindow]] = []
         for sid, chunk in chunks.items():
-            pending += [(sid, w) for w in self.detectors[sid].feed(chunk)]
+            det = self.detectors.get(sid)
+            if det is None:
+                errors[sid] = KeyError(f"unknown stream id; known: {list(self.detectors)}")
+                continue
+            try:
+                wins = det.feed(chunk)       # checks the chunk before it touches the stream's state
+            except (TypeError, ValueError) as e:
+                errors[sid] = e
+                continue
+            pending += [(sid, w) for w in wins]
         scores = np.zeros((0, len(self.engine.labels)), np.float32)
         if pending:
             parts = []
@@ -69,12 +104,14 @@ class MultiStreamRunner:
                 parts.append(self._scorer.infer_batch(batch))   # every detector shares the engine and settings
                 self.infer_calls += 1
             scores = np.concatenate(parts)
-        out: dict[Hashable, list[Event]] = {sid: [] for sid in chunks}
-        for sid in chunks:
+        out: dict[Hashable, list[Event]] = {sid: [] for sid in chunks if sid not in errors}
+        for sid in out:
             idx = [i for i, (s, _) in enumerate(pending) if s == sid]
             if idx:
                 out[sid] = self.detectors[sid].accept([pending[i][1] for i in idx], scores[idx])
         self.windows_scored += len(pending)
+        if errors:
+            raise StreamChunkError(errors, out)
         return out
 
     def flush(self) -> dict[Hashable, list[Event]]:

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import numpy as np
+from realtime.errors import ConfigError
 
 __all__ = ["StreamingResampler", "MIN_RATE", "MAX_RATE", "check_rate"]
 
@@ -25,7 +26,7 @@ def check_rate(rate: float) -> int:
     if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)):
         raise TypeError(f"sample rate must be a number of Hz between {MIN_RATE} and {MAX_RATE}, got {rate!r}")
     if not np.isfinite(rate) or not (MIN_RATE <= rate <= MAX_RATE) or int(rate) != rate:
-        raise ValueError(f"unsupported sample rate {rate!r} Hz: accepted are whole rates from {MIN_RATE} "
+        raise ConfigError(f"unsupported sample rate {rate!r} Hz: accepted are whole rates from {MIN_RATE} "
                          f"to {MAX_RATE} Hz (resampled to the model's rate)")
     return int(rate)
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from realtime.errors import AudioError
+
 __all__ = ["check_audio"]
 
 
@@ -20,14 +22,15 @@ def check_audio(x, rate: int, what: str = "audio") -> np.ndarray:
             else ""
         raise TypeError(f"{accepted}, got dtype {x.dtype}{hint}")
     if x.ndim == 2 and 1 < min(x.shape) <= 64:
-        raise ValueError(f"{accepted}, got {min(x.shape)} channels (shape {x.shape}); average the channels to mono")
+        raise AudioError(f"{accepted}, got {min(x.shape)} channels (shape {x.shape}); average the channels to mono")
     if x.ndim == 2 and 1 in x.shape:
         x = x.reshape(-1)
     if x.ndim != 1:
-        raise ValueError(f"{accepted}, got shape {x.shape}")
+        raise AudioError(f"{accepted}, got shape {x.shape}")
     if x.shape[0] == 0:
-        raise ValueError(f"{accepted}, got an empty {what}")
+        raise AudioError(f"{accepted}, got an empty {what}")
+    x = np.ascontiguousarray(x, dtype=np.float32)       # checked after the cast: 1e300 in float64 is Inf here
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).sum())
-        raise ValueError(f"{accepted}, got {bad} NaN or Inf samples in the {what}")
-    return np.ascontiguousarray(x, dtype=np.float32)
+        raise AudioError(f"{accepted}, got {bad} NaN or Inf samples in the {what} (as float32)")
+    return x

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from realtime.multistream import StreamChunkError
 from realtime import ArraySource, Detector, DetectorConfig, FrontEndConfig, MultiStreamRunner, WindowConfig, read_audio
 from realtime.pipeline import LiveRunner
 from tests.audio_helpers import LoudnessEngine, esc50_clips, tone_burst
@@ -179,7 +180,7 @@ def test_multistream_batches_streams_and_matches_single_stream():
     assert got["a"] == Detector(LoudnessEngine(), CFG).process(audio_a)
     assert got["b"] == Detector(LoudnessEngine(), CFG).process(audio_b)
     assert max(eng.batches) == 4          # 2 windows per stream per 0.2 s chunk, both streams together
-    with pytest.raises(KeyError, match="unknown stream"):
+    with pytest.raises(StreamChunkError, match="unknown stream"):
         ms.push({"zz": audio_a[:10]})
 
 

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from realtime.sources import ArraySource
+from apps.errors import UserError
 
 __all__ = ["Burst", "LoudnessTrigger", "LoudnessReference", "SyntheticSource", "FileReplaySource", "MicSource",
            "burst_track", "read_events_tsv"]
@@ -95,11 +96,11 @@ def burst_track(rate: int, bursts: int, window_s: float, hop_s: float, burst_s: 
     period = lead + burst_s + 3 * hop_s + 0.4
     if duration_s is not None:
         if duration_s < period:
-            raise ValueError(f"duration {duration_s} s is shorter than one burst segment ({period:.2f} s for a "
+            raise UserError(f"duration {duration_s} s is shorter than one burst segment ({period:.2f} s for a "
                              f"{window_s} s window)")
         bursts = max(1, int(duration_s // period)) if bursts <= 0 else bursts
         if bursts * period > duration_s + 1e-9:
-            raise ValueError(f"{bursts} bursts need at least {bursts * period:.1f} s at a {window_s} s window "
+            raise UserError(f"{bursts} bursts need at least {bursts * period:.1f} s at a {window_s} s window "
                              f"({period:.2f} s each); got --duration {duration_s}")
         period = duration_s / bursts
     rng = np.random.default_rng(seed)
@@ -128,7 +129,7 @@ def read_events_tsv(path: str) -> list[Burst]:
             try:
                 onset = float(vals[0])
             except (ValueError, IndexError):
-                raise ValueError(f"{path}:{n}: expected 'onset<TAB>offset<TAB>label' (optionally after a filename "
+                raise UserError(f"{path}:{n}: expected 'onset<TAB>offset<TAB>label' (optionally after a filename "
                                  f"column), got {line.strip()!r}") from None
             rows.append(Burst(onset, vals[2] if len(vals) > 2 else None))
     return sorted(rows, key=lambda b: b.onset_s)
