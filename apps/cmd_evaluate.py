@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from apps.errors import UserError
 from realtime.detector import ONSET_ANCHORS
 
 __all__ = ["register", "run"]
+
+log = logging.getLogger(__name__)
 
 
 def register(sub) -> None:
@@ -68,12 +71,24 @@ def _clip_level(det, args: argparse.Namespace, labels: list[str], out: Path) -> 
         raise UserError(f"the data's labels ({len(ds.labels)}) differ from the model's ({len(labels)})")
     items = ds.items[:args.max_clips] if args.max_clips else ds.items
     waves, kept, report = decode_items(items, det.input_rate)
-    if not kept:
-        raise UserError(f"no readable clips in {args.data}")
-    scores = np.stack([det.clip_scores(w) for w in waves])
-    targets = np.array([it.label for it in kept])
-    return write_clip_report(scores, targets, labels, out, extra={"skipped_files": report.skipped,
-                                                                 "window_s": det.window_s, "hop_s": det.hop_s})
+    skipped = list(report.skipped)
+    scores, targets, first_error = [], [], None
+    for wave, item in zip(waves, kept):
+        try:
+            scores.append(det.clip_scores(wave))
+        except ValueError as e:  # AudioError: e.g. too short for one frame; named, and the run goes on
+            log.warning("skipping %s (%s)", item.path.name, e)
+            skipped.append(str(item.path))
+            first_error = first_error or f"{item.path.name}: {e}"
+            continue
+        targets.append(item.label)
+    if not scores:
+        raise UserError(f"no clips in {args.data} could be scored ({len(skipped)} skipped: unreadable or too short"
+                        + (f"; first: {first_error})" if first_error else ")"))
+    if len(skipped) > report.count:
+        log.warning("skipped %d file(s) of %d (unreadable or too short to score)", len(skipped), len(items))
+    return write_clip_report(np.stack(scores), np.array(targets), labels, out,
+                             extra={"skipped_files": skipped, "window_s": det.window_s, "hop_s": det.hop_s})
 
 
 def _no_nan(obj):

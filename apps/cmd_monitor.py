@@ -4,11 +4,15 @@ Qt and pyqtgraph come from the ``gui`` extra and are imported only inside :func:
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
+from typing import Mapping
 
 from apps.common import add_detector_args, add_model_args, add_source_args, parse_device
 from apps.errors import UserError
+
+__all__ = ["register", "run", "check_display"]
 
 GUI_HINT = ("aed monitor needs the gui extra (pyqtgraph and PySide6-Essentials): pip install 'aed[gui]'")
 
@@ -53,6 +57,32 @@ def _check(args) -> None:
             raise UserError(f"no such audio file: {args.source}")
 
 
+def check_display(environ: Mapping[str, str] | None = None, platform: str | None = None) -> None:
+    """Raise :class:`UserError` where Qt would find no display and abort the process (SIGABRT from xcb).
+
+    On Linux and the BSDs Qt needs ``DISPLAY`` (X11) or ``WAYLAND_DISPLAY`` (Wayland), or ``QT_QPA_PLATFORM``
+    set to a plugin that needs no window system; macOS and Windows always have one.
+    """
+    env = os.environ if environ is None else environ
+    plat = sys.platform if platform is None else platform
+    if plat.startswith(("win", "darwin", "cygwin")):
+        return
+    qpa = env.get("QT_QPA_PLATFORM", "").split(":", 1)[0].strip().lower()
+    has_x, has_wayland = bool(env.get("DISPLAY")), bool(env.get("WAYLAND_DISPLAY"))
+    if qpa == "xcb":
+        missing = None if has_x else "QT_QPA_PLATFORM=xcb but DISPLAY is not set"
+    elif qpa.startswith("wayland"):
+        missing = None if has_wayland else f"QT_QPA_PLATFORM={qpa} but WAYLAND_DISPLAY is not set"
+    elif qpa:
+        missing = None  # offscreen, minimal, vnc, eglfs, ... or a plugin we do not know: Qt decides
+    else:
+        missing = None if has_x or has_wayland else "neither DISPLAY nor WAYLAND_DISPLAY is set"
+    if missing:
+        raise UserError(f"no display ({missing}), so Qt cannot open a window; run headless with "
+                        f"QT_QPA_PLATFORM=offscreen (e.g. with --screenshot) or under a virtual X server: "
+                        f"xvfb-run aed monitor ...")
+
+
 def run(args) -> int:
     _check(args)
     try:
@@ -64,7 +94,10 @@ def run(args) -> int:
     from apps.common import open_engine
     from apps.monitor.window import MonitorOptions, MonitorWindow
 
-    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0] if sys.argv else "aed"])
+    app = QtWidgets.QApplication.instance()
+    if app is None:
+        check_display()
+        app = QtWidgets.QApplication([sys.argv[0] if sys.argv else "aed"])
     opts = MonitorOptions(device=parse_device(args.device), source=args.source, samplerate=args.samplerate,
                           window_s=args.window, hop_s=args.hop, threshold=args.threshold,
                           min_duration_s=args.min_duration, merge_gap_s=args.merge_gap,

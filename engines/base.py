@@ -106,8 +106,8 @@ class EngineBase:
 
     name = "base"
 
-    def __init__(self, config: dict[str, Any], max_batch: int | None = None):
-        self.config = config
+    def __init__(self, config: dict[str, Any], max_batch: int | None = None, origin: str = "the model"):
+        self.config = check_config(config, origin)      # every engine checks its config once, at load
         self.labels: list[str] = list(config.get("labels", []))
         inp = config.get("input", {})
         fe = config.get("frontend", {})

@@ -104,7 +104,7 @@ class OnnxRuntimeEngine(EngineBase):
                 _check_same_model(config, onnx_model_config(files.onnx, metadata=meta), files.onnx)
         else:
             config = onnx_model_config(files.onnx, metadata=meta)
-        super().__init__(config, max_batch=max_batch)
+        super().__init__(config, max_batch=max_batch, origin=repr(str(files.path)))
         inputs = self._session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 3:
             raise ModelFileError(f"{str(files.onnx)!r}: expected one (batch, time, F) input, got "

@@ -70,7 +70,8 @@ class TorchEngine(EngineBase):
             model, config = models.load(files.checkpoint_dir)
         elif config is None:
             raise ValueError("a model passed directly needs its config dict")
-        super().__init__(config, max_batch=max_batch)
+        origin = repr(str(model_path)) if model_path is not None else "the model given"
+        super().__init__(config, max_batch=max_batch, origin=origin)
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))
         dev = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -97,7 +98,7 @@ class TorchEngine(EngineBase):
         self._graphs: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
         self._has_frames: bool | None = None
         if mode == "eager":          # a captured or compiled graph would be built for this one probe shape
-            self.check_output_size(repr(str(model_path)) if model_path is not None else "the model given")
+            self.check_output_size(origin)
         log.debug("torch engine on %s, %s, %s", dev, precision, mode)
 
     def infer(self, x: np.ndarray) -> np.ndarray:

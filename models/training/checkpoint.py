@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from realtime.errors import ConfigError
+
 __all__ = ["save_state", "load_state", "optimizer_tensors", "restore_optimizer"]
 
 
@@ -70,6 +72,9 @@ def load_state(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     d = Path(directory)
     if not (d / "state.json").is_file():
         raise FileNotFoundError(f"no training state to resume in {d} (expected {d / 'state.json'})")
-    state = json.loads((d / "state.json").read_text())
+    try:
+        state = json.loads((d / "state.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{d / 'state.json'}: not valid JSON ({e}); start afresh without --resume") from None
     ema = load_file(str(d / "ema.safetensors")) if (d / "ema.safetensors").is_file() else None
     return load_file(str(d / "model.safetensors")), ema, load_file(str(d / "optim.safetensors")), state

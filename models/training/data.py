@@ -19,6 +19,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from realtime.errors import AudioError, ConfigError
+
 __all__ = [
     "ClipItem", "ClipDataset", "StrongLabel", "DecodeReport", "AUDIO_EXTENSIONS", "SHIPPABLE_LICENSES",
     "read_audio", "decode_items", "load_esc50", "load_folder", "read_dcase_tsv", "write_dcase_tsv",
@@ -79,7 +81,7 @@ def read_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     """Decode a file to mono float32 in [-1, 1] at ``sample_rate`` Hz.
 
     Raises:
-        RuntimeError: the file cannot be decoded (soundfile's error, with the file's name).
+        AudioError: the file cannot be decoded (soundfile's error, with the file's name).
     """
     import soundfile as sf
     import soxr
@@ -87,14 +89,14 @@ def read_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     try:
         audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, OSError...
-        raise RuntimeError(f"cannot decode {path}: {e}") from e
+        raise AudioError(f"cannot decode {path}: {e}") from e
     if audio.shape[0] == 0:
-        raise RuntimeError(f"cannot decode {path}: the file holds no samples")
+        raise AudioError(f"cannot decode {path}: the file holds no samples")
     audio = audio.mean(axis=1)  # (N, ch) -> (N,)
     if sr != sample_rate:
         audio = soxr.resample(audio, sr, sample_rate, quality="HQ")
     if not np.all(np.isfinite(audio)):
-        raise RuntimeError(f"cannot decode {path}: non-finite samples")
+        raise AudioError(f"cannot decode {path}: non-finite samples")
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
@@ -111,7 +113,7 @@ def decode_items(items: Sequence[ClipItem], sample_rate: int = 16000
     for item in items:
         try:
             waves.append(read_audio(item.path, sample_rate))
-        except RuntimeError as e:
+        except AudioError as e:
             log.warning("skipping unreadable audio file %s (%s)", item.path.name, e)
             report.skipped.append(str(item.path))
             continue
@@ -140,6 +142,11 @@ def load_esc50(root: str | Path, folds: Iterable[int] | None = None,
 
     Returns:
         A dataset whose labels are the category names in target order; ``group`` is ``src_file``.
+
+    Raises:
+        FileNotFoundError: there is no ``root/csv_name``.
+        ConfigError: a column is missing (``license`` only when filtering by licence), or a row's fold or target
+            is not an integer; the message names the file and the line.
     """
     root = Path(root)
     meta = root / csv_name
@@ -148,24 +155,53 @@ def load_esc50(root: str | Path, folds: Iterable[int] | None = None,
                                 f"src_file, license)")
     fold_set = _parse_list(folds)
     lic_set = None if licenses is None else set(licenses)
-    with open(meta, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = _read_esc50_csv(meta, need_license=lic_set is not None)
     names: dict[int, str] = {}
-    for r in rows:
-        names[int(r["target"])] = r["category"]
+    for _, target, _, r in rows:
+        names[target] = r["category"]
     if sorted(names) != list(range(len(names))):
-        raise ValueError(f"{meta}: targets are not 0..{len(names) - 1}")
+        raise ConfigError(f"{meta}: the targets must number the classes 0..{len(names) - 1} without gaps, got "
+                          f"{len(names)} distinct targets from {min(names)} to {max(names)}")
     labels = [names[i] for i in range(len(names))]
     items = []
-    for r in rows:
-        if fold_set is not None and int(r["fold"]) not in fold_set:
+    for fold, target, lic, r in rows:
+        if fold_set is not None and fold not in fold_set:
             continue
-        lic = r.get("license")
         if lic_set is not None and lic not in lic_set:
             continue
-        items.append(ClipItem(root / audio_dir / r["filename"], int(r["target"]), int(r["fold"]),
-                              r.get("src_file"), lic))
+        items.append(ClipItem(root / audio_dir / r["filename"], target, fold, r.get("src_file"), lic))
     return ClipDataset(items, labels)
+
+
+_ESC50_COLUMNS = ("filename", "fold", "target", "category")
+
+
+def _read_esc50_csv(meta: Path, need_license: bool) -> list[tuple[int, int, str | None, dict[str, str]]]:
+    """The rows of an ESC-50 CSV as ``(fold, target, license, row)``; a bad header or row raises naming its line."""
+    with open(meta, newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in _ESC50_COLUMNS if c not in header]
+        if missing:
+            raise ConfigError(f"{meta}:1: no {', '.join(missing)} column(s) in the header {header}; accepted: the "
+                              f"ESC-50 layout, columns {', '.join(_ESC50_COLUMNS)} (src_file, license optional)")
+        if need_license and "license" not in header:
+            raise ConfigError(f"{meta}:1: no license column, so clips cannot be filtered by licence; add the column "
+                              f"or keep every clip (--licenses all, licenses=None)")
+        rows = []
+        for r in reader:
+            line = reader.line_num
+            values = []
+            for col in ("fold", "target"):
+                text = r.get(col)
+                try:
+                    values.append(int(text))
+                except (TypeError, ValueError):
+                    raise ConfigError(f"{meta}:{line}: {col} must be an integer, got {text!r}") from None
+            if not r.get("filename") or r.get("category") is None:
+                raise ConfigError(f"{meta}:{line}: a row needs a filename and a category, got {dict(r)}")
+            rows.append((values[0], values[1], r.get("license"), r))
+    return rows
 
 
 def load_folder(root: str | Path, labels: Sequence[str] | None = None) -> ClipDataset:
@@ -183,7 +219,7 @@ def load_folder(root: str | Path, labels: Sequence[str] | None = None) -> ClipDa
         labels = classes
     missing = set(classes) - set(labels)
     if missing:
-        raise ValueError(f"{root}: folders {sorted(missing)} are not in the label list")
+        raise ConfigError(f"{root}: folders {sorted(missing)} are not in the label list {list(labels)}")
     index = {name: i for i, name in enumerate(labels)}
     items = []
     for name in classes:
@@ -208,7 +244,7 @@ def read_dcase_tsv(path: str | Path) -> list[StrongLabel]:
             try:
                 out.append(StrongLabel(row[0], float(row[1]), float(row[2]), row[3]))
             except ValueError as e:
-                raise ValueError(f"{path}:{lineno}: expected 'filename<TAB>onset<TAB>offset<TAB>event_label', "
+                raise ConfigError(f"{path}:{lineno}: expected 'filename<TAB>onset<TAB>offset<TAB>event_label', "
                                  f"got {row!r}") from e
     return out
 
@@ -236,7 +272,7 @@ def load_dcase(audio_dir: str | Path, tsv: str | Path, labels: Sequence[str] | N
     index = {name: i for i, name in enumerate(labels)}
     unknown = {r.event_label for r in rows} - set(index)
     if unknown:
-        raise ValueError(f"{tsv}: labels {sorted(unknown)} are not in the label list")
+        raise ConfigError(f"{tsv}: labels {sorted(unknown)} are not in the label list {list(labels)}")
     first: dict[str, int] = {}
     for r in rows:
         first.setdefault(r.filename, index[r.event_label])

@@ -9,9 +9,10 @@ from typing import Any
 import torch
 
 from realtime.config import FrontEndConfig
+from realtime.errors import AudioError, ConfigError
 
 from .data import AUDIO_EXTENSIONS, ClipDataset, ClipItem, decode_items, load_dcase, load_esc50, load_folder, read_audio
-from .features import cached_features, compute_features
+from .features import cached_features, features_or_skip
 
 __all__ = ["TrainData", "load_train_data", "load_split", "load_noise_features"]
 
@@ -35,13 +36,16 @@ class TrainData:
 
 def _features(ds: ClipDataset, fe: FrontEndConfig, cache_dir: str | None, skipped: list[str]
               ) -> tuple[list[torch.Tensor], list[int], list[ClipItem]]:
+    """Features of the clips of ``ds`` that decode and are long enough to score; the others go into ``skipped``."""
     def decode():
-        waves, kept, report = decode_items(ds.items, fe.sample_rate)
-        skipped.extend(report.skipped)
+        waves, kept, _ = decode_items(ds.items, fe.sample_rate)
         keep = {id(k) for k in kept}
         return waves, [i for i, it in enumerate(ds.items) if id(it) in keep]
 
-    feats, kept = cached_features([str(it.path) for it in ds.items], decode, fe, cache_dir)
+    paths = [str(it.path) for it in ds.items]
+    feats, kept = cached_features(paths, decode, fe, cache_dir)
+    kept_set = set(kept)
+    skipped.extend(p for i, p in enumerate(paths) if i not in kept_set)  # the same on a cache hit as on a miss
     items = [ds.items[i] for i in kept]
     return feats, [it.label for it in items], items
 
@@ -56,7 +60,7 @@ def load_split(layout: str, data: str, folds: list[int] | None, licenses: list[s
     if layout == "dcase":
         ds, _ = load_dcase(Path(data) / "audio", Path(data) / "labels.tsv", labels=labels)
         return ds
-    raise ValueError(f"unknown data layout {layout!r}; accepted: esc50, folder, dcase")
+    raise ConfigError(f"unknown data layout {layout!r}; accepted: esc50, folder, dcase")
 
 
 def _dcase_segments(data: str, fe: FrontEndConfig, labels: list[str] | None, skipped: list[str]
@@ -66,7 +70,10 @@ def _dcase_segments(data: str, fe: FrontEndConfig, labels: list[str] | None, ski
     index = {n: i for i, n in enumerate(ds.labels)}
     waves, kept, report = decode_items(ds.items, fe.sample_rate)
     skipped.extend(report.skipped)
-    feats = dict(zip([it.path.name for it in kept], compute_features(waves, fe)))
+    computed, ok = features_or_skip(waves, [str(it.path) for it in kept], fe)
+    ok_set = set(ok)
+    skipped.extend(str(it.path) for i, it in enumerate(kept) if i not in ok_set)
+    feats = dict(zip([kept[i].path.name for i in ok], computed))
     out, labs = [], []
     fps = fe.frames_per_second
     for r in rows:
@@ -85,13 +92,15 @@ def load_noise_features(noise_dir: str | None, fe: FrontEndConfig) -> list[torch
     if not noise_dir or not Path(noise_dir).is_dir():
         return []
     files = sorted(p for p in Path(noise_dir).iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
-    waves = []
+    waves, names = [], []
     for p in files:
         try:
             waves.append(read_audio(p, fe.sample_rate))
-        except RuntimeError as e:
+        except AudioError as e:
             log.warning("skipping unreadable noise file %s (%s)", p.name, e)
-    return compute_features(waves, fe)
+            continue
+        names.append(str(p))
+    return features_or_skip(waves, names, fe)[0]
 
 
 def load_train_data(cfg: Any, num_mel_bins: int | None = None) -> TrainData:
@@ -107,8 +116,8 @@ def load_train_data(cfg: Any, num_mel_bins: int | None = None) -> TrainData:
         train = load_split(cfg.layout, cfg.data, cfg.train_folds, cfg.licenses)
         labels = train.labels
         if not train.items:
-            raise ValueError(f"no training clips in {cfg.data} (layout {cfg.layout}, folds {cfg.train_folds}, "
-                             f"licences {cfg.licenses})")
+            raise ConfigError(f"no training clips in {cfg.data} (layout {cfg.layout}, folds {cfg.train_folds}, "
+                              f"licences {cfg.licenses})")
         tr_f, tr_l, _ = _features(train, fe, cfg.cache_dir, skipped)
         va_f, va_l, va_items = [], [], []
         if cfg.layout == "esc50" and cfg.val_folds:
@@ -118,6 +127,10 @@ def load_train_data(cfg: Any, num_mel_bins: int | None = None) -> TrainData:
             val = load_split(cfg.layout, cfg.val_data, None, cfg.licenses, labels=labels)
             va_f, va_l, va_items = _features(val, fe, cfg.cache_dir, skipped)
     if not tr_f:
-        raise ValueError(f"no readable training clips in {cfg.data}")
+        raise AudioError(f"no readable training clips in {cfg.data} ({len(skipped)} file(s) skipped: unreadable or "
+                         f"too short to score)")
+    if skipped:
+        log.warning("%d file(s) skipped (unreadable or too short to score): %s%s", len(skipped),
+                    ", ".join(Path(p).name for p in skipped[:5]), ", ..." if len(skipped) > 5 else "")
     log.info("training clips: %d, validation clips: %d, skipped files: %d", len(tr_f), len(va_f), len(skipped))
     return TrainData(labels, fe, tr_f, tr_l, va_f, va_l, load_noise_features(cfg.noise_dir, fe), skipped, va_items)

@@ -23,6 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from realtime.errors import AudioError
+
 from .data import StrongLabel, read_audio, read_dcase_tsv
 
 __all__ = ["StreamResult", "stream_detect", "event_f1", "latency_stats", "psds", "evaluate_soundscapes"]
@@ -184,7 +186,7 @@ def evaluate_soundscapes(detector: Any, scape_dir: str | Path, chunk_s: float = 
     for p in files:
         try:
             audio = read_audio(p, sr)
-        except RuntimeError as e:
+        except AudioError as e:
             log.warning("skipping unreadable soundscape %s (%s)", p.name, e)
             skipped.append(p.name)
             continue

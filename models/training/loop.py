@@ -28,13 +28,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from realtime.config import FrontEndConfig, WindowConfig
+from realtime.errors import ConfigError
 
 from .augment import AugmentConfig, ClipBatcher, draw_window_frames
 from .checkpoint import load_state, restore_optimizer, save_state
 from .datasets import TrainData, load_train_data
 from .evaluate import clip_scores, clip_metrics
 
-__all__ = ["TrainConfig", "TrainResult", "train", "cosine_schedule", "EMA"]
+__all__ = ["TrainConfig", "TrainResult", "train", "cosine_schedule", "EMA", "read_init_config"]
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,33 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def read_init_config(init: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of the checkpoint directory ``init`` (``--init``), checked before any data is decoded.
+
+    Raises:
+        FileNotFoundError: ``init`` is not a directory holding ``config.json`` and ``model.safetensors``.
+        ConfigError: its ``config.json`` is not valid JSON or names no registered model.
+    """
+    import models
+
+    d = Path(init)
+    accepted = "accepted: a model directory holding config.json and model.safetensors, such as OUT/best of aed train"
+    if not d.is_dir():
+        raise FileNotFoundError(f"no checkpoint directory at {d} to start from (--init); {accepted}")
+    for name in ("config.json", "model.safetensors"):
+        if not (d / name).is_file():
+            raise FileNotFoundError(f"no {name} in the checkpoint directory {d} (--init); {accepted}")
+    try:
+        ck = json.loads((d / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{d / 'config.json'}: not valid JSON ({e}); {accepted}") from None
+    if not isinstance(ck, dict) or not models.is_model(str(ck.get("name"))):
+        name = ck.get("name") if isinstance(ck, dict) else None
+        raise ConfigError(f"{d / 'config.json'}: names no registered model (name {name!r}); known models: "
+                          f"{', '.join(models.list_models())}")
+    return ck
+
+
 def build_model(cfg: TrainConfig, labels: list[str]) -> nn.Module:
     """Create the model, or rebuild ``cfg.init`` (with adapters for ``--peft``), and prepare PEFT when asked.
 
@@ -182,7 +210,7 @@ def build_model(cfg: TrainConfig, labels: list[str]) -> nn.Module:
         from safetensors.torch import load_file
 
         init = Path(cfg.init)
-        ck = json.loads((init / "config.json").read_text())
+        ck = read_init_config(init)
         model = models.create_model(ck["name"], **{**ck.get("kwargs", {}), **kw})
         state = load_file(str(init / "model.safetensors"))
         same_labels = list(ck.get("labels") or []) == list(labels)
@@ -192,8 +220,8 @@ def build_model(cfg: TrainConfig, labels: list[str]) -> nn.Module:
         allowed = ("adapter",) if same_labels else ("adapter", "head.", "frame_head.")
         bad = [k for k in missing if not any(a in k for a in allowed)]
         if bad or unexpected:
-            raise ValueError(f"checkpoint {init} does not fit {ck['name']}: missing {bad[:5]}, "
-                             f"unexpected {list(unexpected)[:5]}")
+            raise ConfigError(f"checkpoint {init} does not fit {ck['name']}: missing {bad[:5]}, "
+                              f"unexpected {list(unexpected)[:5]}")
     if cfg.peft:
         import models.peft
 
@@ -206,8 +234,12 @@ def build_model(cfg: TrainConfig, labels: list[str]) -> nn.Module:
 def _num_mel_bins(cfg: TrainConfig) -> int:
     """The model's mel bins (they set the front end) without building the full-size model twice."""
     if cfg.init:
-        ck = json.loads((Path(cfg.init) / "config.json").read_text())
-        return int(ck.get("input", {}).get("num_mel_bins") or ck["frontend"]["num_mel_bins"])
+        ck = read_init_config(cfg.init)
+        try:
+            return int((ck.get("input") or {}).get("num_mel_bins") or ck["frontend"]["num_mel_bins"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ConfigError(f"{Path(cfg.init) / 'config.json'}: no frontend.num_mel_bins; accepted: a config.json "
+                              f"written by aed train or models.save") from None
     if "num_mel_bins" in cfg.model_kwargs:
         return int(cfg.model_kwargs["num_mel_bins"])
     return int(build_model(replace(cfg, peft=None), ["x"]).num_mel_bins)
@@ -253,7 +285,16 @@ def _save_model(model: nn.Module, directory: Path, data: TrainData, cfg: TrainCo
 
 
 def train(cfg: TrainConfig) -> TrainResult:
-    """Run (or resume) training as configured; returns the last epoch's metrics."""
+    """Run (or resume) training as configured; returns the last epoch's metrics.
+
+    Raises:
+        FileNotFoundError: ``cfg.init`` is not a checkpoint directory (checked before any data is decoded), or the
+            data is missing.
+        ConfigError: the data's metadata, the settings or the checkpoint are not usable (the message says why).
+        AudioError: no training clip could be decoded.
+    """
+    if cfg.init:
+        read_init_config(cfg.init)
     rank, world, device = _dist_setup(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

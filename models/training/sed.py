@@ -38,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from realtime.config import FrontEndConfig, WindowConfig
+from realtime.errors import ConfigError
 
 from .sed_data import NegativeBank, activity_mask, build_negative_bank, clip_arrays, features, from_power, power
 
@@ -254,7 +255,7 @@ def init_from_efficientat(model: nn.Module, checkpoint: str | Path) -> list[str]
             and not k.startswith("classifier.5")}
     missing_stem = [k for k in ours if k.startswith("features.") and k not in take]
     if missing_stem:
-        raise ValueError(f"{checkpoint} does not fit the stem of the model: e.g. {missing_stem[:3]}")
+        raise ConfigError(f"{checkpoint} does not fit the stem of the model: e.g. {missing_stem[:3]}")
     ours.update(take)
     model.load_state_dict(ours, strict=True)
     if hasattr(model, "reset_classifier"):

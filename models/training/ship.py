@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from realtime.detector import ONSET_ANCHORS, ONSET_SOURCES
+from realtime.errors import ConfigError
 
 __all__ = ["ship", "PRETRAINED_NOTICE"]
 
@@ -146,7 +147,7 @@ def _check_trained(model: Any, training: Mapping[str, Any]) -> None:
     if pre and Path(pre).is_file():
         same = unchanged_pretrained_tensors(model, pre)
         if same:
-            raise ValueError(f"{len(same)} tensors equal the pretrained checkpoint's unchanged (e.g. {same[:3]}); "
+            raise ConfigError(f"{len(same)} tensors equal the pretrained checkpoint's unchanged (e.g. {same[:3]}); "
                              "shipped weights must all come out of our own training run")
 
 

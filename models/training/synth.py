@@ -20,6 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
+from realtime.errors import AudioError, ConfigError
+
 from .data import ClipDataset, StrongLabel, read_audio, write_dcase_tsv
 
 __all__ = ["SynthConfig", "active_bounds", "active_runs", "synthesise", "mix_soundscape"]
@@ -164,9 +166,9 @@ def synthesise(events: ClipDataset, backgrounds: Sequence[str | Path], out_dir: 
 
     cfg = cfg or SynthConfig()
     if not events.items:
-        raise ValueError("no event clips to mix")
+        raise ConfigError("no event clips to mix")
     if not backgrounds:
-        raise ValueError("no background recordings to mix onto")
+        raise ConfigError("no background recordings to mix onto")
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
     (out / "audio").mkdir(parents=True, exist_ok=True)
@@ -183,7 +185,7 @@ def synthesise(events: ClipDataset, backgrounds: Sequence[str | Path], out_dir: 
             if i not in cache:
                 try:
                     cache[i] = read_audio(events.items[i].path, cfg.sample_rate)
-                except RuntimeError as e:
+                except AudioError as e:
                     log.warning("skipping unreadable event clip %s (%s)", events.items[i].path.name, e)
                     cache[i] = None
                     skipped += 1
