@@ -9,8 +9,8 @@ import json
 import logging
 from pathlib import Path
 
+from apps.common import add_detector_args, add_model_args, detector_config, open_engine
 from apps.errors import UserError
-from realtime.detector import ONSET_ANCHORS
 
 __all__ = ["register", "run"]
 
@@ -25,15 +25,11 @@ def register(sub) -> None:
                                    "event-based F1 (200 ms onset collar, offset collar max(200 ms, 20 %)), "
                                    "segment-based F1 (1 s), PSDS where sed_scores_eval is installed, and the "
                                    "latency from event onset to emitted onset.")
-    p.add_argument("model", nargs="?", help="checkpoint directory, .onnx or .plan (default: the shipped model)")
-    p.add_argument("--engine", default="auto", choices=["auto", "onnxruntime", "torch", "tensorrt"])
-    p.add_argument("--threads", type=int, help="engine CPU threads")
+    p.add_argument("model_pos", nargs="?", metavar="MODEL", help=argparse.SUPPRESS)   # older spelling of --model
     p.add_argument("--data", help="clip-level data (e.g. ../shared/data/esc50); omit to skip clip level")
     p.add_argument("--layout", choices=["esc50", "folder"], default="esc50")
     p.add_argument("--folds", default="4", help="ESC-50 folds to evaluate (default: 4)")
     p.add_argument("--licenses", default="all", help="ESC-50 licences to keep (default: all)")
-    p.add_argument("--window", type=float, metavar="S", help="window (default: the model's)")
-    p.add_argument("--hop", type=float, metavar="S", help="hop (default: the model's)")
     p.add_argument("--max-clips", type=int, help="evaluate at most this many clips / soundscapes")
     p.add_argument("--soundscapes", metavar="DIR", help="soundscape folder (audio/ + labels.tsv) for event level")
     p.add_argument("--synthesise", type=int, metavar="N",
@@ -41,10 +37,9 @@ def register(sub) -> None:
     p.add_argument("--events-data", default="../shared/data/esc50", help="event clips for --synthesise")
     p.add_argument("--noise-dir", default="../shared/data/noise", help="backgrounds for --synthesise")
     p.add_argument("--seed", type=int, default=0, help="synthesis seed")
-    p.add_argument("--threshold", type=float, help="detection threshold (default: the model's)")
-    p.add_argument("--onset-anchor", choices=ONSET_ANCHORS,
-                   help="time stamp of an onset within the first window over the threshold (default: the model's)")
     p.add_argument("-o", "--out", default="runs/evaluate", help="report directory (default: runs/evaluate)")
+    add_model_args(p)
+    add_detector_args(p)
     p.set_defaults(func=run)
 
 
@@ -103,27 +98,18 @@ def _no_nan(obj):
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from engines import create_engine
     from realtime import Detector
-    from realtime.detector import DetectorConfig
-    from realtime.config import WindowConfig
 
+    if args.model_pos is not None:
+        if args.model is not None and args.model != args.model_pos:
+            raise UserError(f"two models given: {args.model_pos} and --model {args.model}; pass one, with --model")
+        args.model = args.model_pos
     if not args.data and not args.soundscapes:
         raise UserError("nothing to evaluate: give --data (clip level) and/or --soundscapes (event level)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    opts = {} if args.threads is None else {"threads": args.threads}
-    engine = create_engine(args.engine, args.model, **opts)
-    cfg = DetectorConfig.from_model_config(getattr(engine, "config", None) or {})
-    if args.window or args.hop:
-        cfg = replace(cfg, window=WindowConfig(args.window or cfg.window.window_s, args.hop or cfg.window.hop_s))
-    if args.threshold is not None:
-        cfg = replace(cfg, threshold=args.threshold)
-    if args.onset_anchor:
-        cfg = replace(cfg, onset_anchor=args.onset_anchor)
-    det = Detector(engine, cfg)
+    engine = open_engine(args)
+    det = Detector(engine, detector_config(args, engine))
     labels = list(engine.labels)
     summary: dict = {"model": str(args.model or "default"), "engine": getattr(engine, "name", args.engine)}
     if args.data:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from apps.errors import UserError
 
-__all__ = ["register", "run", "verify_export"]
+__all__ = ["register", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", metavar="DIR",
                    help="also save the exported weights as a checkpoint (config.json + model.safetensors) in DIR; "
                         "useful with a registry name, so that torch and ONNX engines share the same weights")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17; see ARCHITECTURE.md)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17; see docs/ARCHITECTURE.md)")
     p.add_argument("--no-verify", action="store_true", help="skip the PyTorch vs ONNX Runtime comparison")
     p.set_defaults(func=run)
 
@@ -54,19 +54,16 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".onnx":
         raise UserError(f"-o must name an .onnx file, got {str(out)!r}")
     if args.opset != 17:
-        log.warning("opset %d: ARCHITECTURE.md asks for 17 (GridSample 'linear' at >= 20 breaks TensorRT)", args.opset)
+        log.warning("opset %d: docs/ARCHITECTURE.md asks for 17 (GridSample 'linear' at >= 20 breaks TensorRT)",
+                    args.opset)
     model, config = _load(args.model)
     model.eval()
     if args.checkpoint:
         ckpt = Path(args.checkpoint)
-        kwargs = {}
         if config is not None:
-            from realtime.config import FrontEndConfig, WindowConfig
-            kwargs = {"labels": config.get("labels"), "thresholds": config.get("thresholds"),
-                      "training": config.get("training"),
-                      "frontend": FrontEndConfig.from_dict(config["frontend"]) if "frontend" in config else None,
-                      "window": WindowConfig.from_dict(config["window"]) if "window" in config else None}
-        models.save(model, ckpt, **kwargs)
+            models.io.save_with_config(model, ckpt, config)
+        else:
+            models.save(model, ckpt)
         model, config = models.load(ckpt)
         print(f"checkpoint: {ckpt}")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -81,28 +78,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"onnx int8: {q}")
     if not args.no_verify:
         for path, tag in outputs:
-            print(f"verify {tag}: {verify_export(model, path)}")
+            print(f"verify {tag}: {models.io.verify_export(model, path)}")
     return 0
-
-
-def verify_export(model, path: Path) -> str:
-    """Max |torch - onnxruntime| on a random window at the configured length and at the model's bounds."""
-    import numpy as np
-    import torch
-
-    from engines.ort_engine import OnnxRuntimeEngine
-    from engines.trt_build import seconds_to_frames
-
-    with OnnxRuntimeEngine(path) as eng:
-        spec = eng.spec
-        shift = float(eng.config.get("frontend", {}).get("frame_shift_ms", 10.0))
-        t_cfg = seconds_to_frames(float(eng.config.get("window", {}).get("window_s", 1.0)), shift)
-        lengths = sorted({spec.t_min, min(max(t_cfg, spec.t_min), spec.t_max)})
-        rng = np.random.default_rng(0)
-        worst = 0.0
-        for t in lengths:
-            x = rng.standard_normal((2, t, spec.num_mel_bins)).astype(np.float32)
-            with torch.inference_mode():
-                ref = model(torch.from_numpy(x)).float().numpy()
-            worst = max(worst, float(np.abs(eng.infer(x) - ref).max()))
-    return f"max |torch - onnxruntime| = {worst:.2e} at T = {lengths} frames"

@@ -10,7 +10,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from apps.errors import UserError
@@ -63,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from e
     models.save(model, out, labels=model.labels, frontend=model.frontend, window=WindowConfig(1.0, 0.1),
                 training={"pretrained_from": model.pretrained_from})
-    config = json.loads((out / CONFIG_FILE).read_text())
+    config = models.io.read_config(out)
     onnx_path = models.export_onnx(model, out / "model.onnx", config)
     fe = model.frontend
-    print(f"wrote {out}: {CONFIG_FILE}, model.safetensors, {onnx_path.name} ({config['name']}, {model.num_classes} "
+    print(f"wrote {out}: {CONFIG_FILE}, model.safetensors, {onnx_path.name} ({config.name}, {model.num_classes} "
           f"classes, {fe.kind} front end at {fe.sample_rate} Hz, from {Path(args.checkpoint).name})")
     return 0

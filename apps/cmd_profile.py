@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 
 from apps.errors import UserError
+from engines import ENGINE_KINDS as _ENGINES
 
 log = logging.getLogger(__name__)
 
-ENGINE_KINDS = ("onnxruntime", "torch", "tensorrt", "loudness")
+#: the engines a profile compares: every real engine kind (``auto`` aside) and the model-free loudness reference
+ENGINE_KINDS = tuple(k for k in _ENGINES if k != "auto") + ("loudness",)
 
 
 def register(sub) -> None:
@@ -123,17 +125,17 @@ def _open_engines(args, kinds: list[str], trigger: str):
 def run(args) -> int:
     from apps.profiler.core import FileReplaySource, MicSource, Profiler, SyntheticSource, read_events_tsv
     from apps.profiler.report import LiveView, summary_table, write_report
+    from realtime.config import ModelConfig, WindowConfig
 
     kinds, windows, hops = _check(args)
     trigger = args.trigger if args.trigger != "auto" else ("model" if args.events else "loudness")
     specs, model_path = _open_engines(args, kinds, trigger)
     source = None
     try:
-        model_window = next((s.engine.config.get("window") for s in specs
-                             if isinstance(getattr(s.engine, "config", None), dict) and s.engine.config.get("window")),
-                            None) or {"window_s": 1.0, "hop_s": 0.1}
-        windows = windows or [float(model_window["window_s"])]
-        hops = hops or [float(model_window["hop_s"])]
+        model_window = next((s.engine.config.window for s in specs
+                             if isinstance(getattr(s.engine, "config", None), ModelConfig)), WindowConfig())
+        windows = windows or [model_window.window_s]
+        hops = hops or [model_window.hop_s]
         for h in hops:
             if h > min(windows):
                 raise UserError(f"--hop {h:g} s is longer than the window {min(windows):g} s")
@@ -171,8 +173,8 @@ def run(args) -> int:
                          "latency is the pipeline's, not the classifier's.")
         for sp in specs:
             cfg = getattr(sp.engine, "config", None)
-            if sp.kind != "loudness" and isinstance(cfg, dict) and not cfg.get("training"):
-                notes.append(f"The {sp.kind} model ({cfg.get('name', '?')}) carries no training record in its "
+            if sp.kind != "loudness" and isinstance(cfg, ModelConfig) and not cfg.training:
+                notes.append(f"The {sp.kind} model ({cfg.name or '?'}) carries no training record in its "
                              "config: probably untrained (random weights); its compute cost is real, its scores "
                              "are not.")
         if "loudness" in kinds:

@@ -5,11 +5,10 @@ import argparse
 import logging
 
 from apps.errors import UserError
-from realtime.detector import ONSET_ANCHORS
+from engines import ENGINE_KINDS as ENGINES  # the one list of engine kinds
+from realtime.config import ONSET_ANCHORS
 
 log = logging.getLogger(__name__)
-
-ENGINES = ("auto", "onnxruntime", "torch", "tensorrt")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -51,43 +50,35 @@ def open_engine(args: argparse.Namespace):
     from engines import create_engine, default_model_path
 
     path = args.model or default_model_path()
-    options = {}
-    if args.engine in ("auto", "onnxruntime"):
-        options["threads"] = args.threads
-    return create_engine(args.engine, path, **options)
+    # one CPU-thread option for every backend (create_engine maps it; TensorRT ignores it)
+    return create_engine(args.engine, path, threads=getattr(args, "threads", None))
 
 
 def detector_config(args: argparse.Namespace, engine, input_rate: int | None = None):
-    """The model's own detector settings with the command-line overrides applied."""
-    from realtime.config import WindowConfig
+    """The model's own detector settings with the command-line values over them: the one route,
+    ``DetectorConfig.from_model(...).override(...)``; its checks say what is accepted."""
     from realtime.detector import DetectorConfig
 
-    base = DetectorConfig.from_model_config(getattr(engine, "config", {}) or {})
-    window = base.window
-    if args.window is not None or args.hop is not None:
-        try:
-            window = WindowConfig(window_s=args.window if args.window is not None else window.window_s,
-                                  hop_s=args.hop if args.hop is not None else window.hop_s)
-        except ValueError as e:
-            raise UserError(str(e)) from e
-    if args.threshold is not None and not (0.0 <= args.threshold <= 1.0):
-        raise UserError(f"--threshold must be in [0, 1], got {args.threshold}")
-    for name in ("min_duration", "merge_gap"):
-        v = getattr(args, name)
-        if v is not None and v < 0:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 0 seconds, got {v}")
-    from dataclasses import replace
+    try:
+        return DetectorConfig.from_model(getattr(engine, "config", None)).override(
+            window_s=getattr(args, "window", None), hop_s=getattr(args, "hop", None),
+            threshold=getattr(args, "threshold", None), min_duration_s=getattr(args, "min_duration", None),
+            merge_gap_s=getattr(args, "merge_gap", None), onset_anchor=getattr(args, "onset_anchor", None),
+            input_rate=input_rate)
+    except ValueError as e:
+        raise UserError(_cli_names(str(e))) from e
 
-    kw = {"window": window, "input_rate": input_rate}
-    if args.threshold is not None:
-        kw["threshold"] = args.threshold
-    if args.min_duration is not None:
-        kw["min_duration_s"] = args.min_duration
-    if args.merge_gap is not None:
-        kw["merge_gap_s"] = args.merge_gap
-    if getattr(args, "onset_anchor", None):
-        kw["onset_anchor"] = args.onset_anchor
-    return replace(base, **{k: v for k, v in kw.items() if v is not None})
+
+_CLI_NAMES = {"window_s": "--window", "hop_s": "--hop", "threshold": "--threshold", "min_duration_s": "--min-duration",
+              "merge_gap_s": "--merge-gap", "onset_anchor": "--onset-anchor"}
+
+
+def _cli_names(message: str) -> str:
+    """A settings error in the user's terms: ``--merge-gap must be ...`` rather than ``merge_gap_s must be ...``."""
+    for field, flag in _CLI_NAMES.items():
+        if message.startswith(field + " "):
+            return flag + message[len(field):]
+    return message
 
 
 def make_detector(args: argparse.Namespace, engine, input_rate: int | None = None):

@@ -157,7 +157,7 @@ def _accuracy(fp32: Path, int8: Path, data: str, folds: str, config: dict | None
         with create_engine("onnxruntime", path, threads=1) as eng:
             if list(eng.labels) != ds.labels:
                 return None
-            det = Detector(eng, DetectorConfig.from_model_config(eng.config or {}))
+            det = Detector(eng, DetectorConfig.from_model(eng.config))
             if waves is None:
                 waves, kept, _ = decode_items(ds.items, det.input_rate)
             t0 = time.perf_counter()

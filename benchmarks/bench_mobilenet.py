@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             m, cfg = load(d)
             x = torch.randn(1, 100, m.num_mel_bins)
             path = Path(d) / "model.onnx"
-            entries.append({"model": name, "source": f"checkpoint {d} ({cfg['name']})", "classes": m.num_classes,
+            entries.append({"model": name, "source": f"checkpoint {d} ({cfg.name})", "classes": m.num_classes,
                             "params": sum(p.numel() for p in m.parameters()), "macs": count_macs(m, x),
                             "onnx": path, "onnx_mb": path.stat().st_size / 1e6, "x": x.numpy()})
         rounds: dict[str, list[dict]] = {e["model"]: [] for e in entries}

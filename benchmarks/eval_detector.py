@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(a.cache)
     eng = create_engine("onnxruntime", a.model, intra_op_num_threads=1)
-    base_cfg = DetectorConfig.from_model_config(eng.config)
+    base_cfg = DetectorConfig.from_model(eng.config)
     fe = base_cfg.frontend
     fold4 = load_esc50(a.data, folds=[4], licenses=None)
     waves = clip_arrays([it.path for it in fold4.items], fe)
@@ -129,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     res["scapes"] = {"tune": a.tune_scapes, "test": a.test_scapes, "tune_clips": len(tune_items),
                      "test_clips": len(test_items)}
     for source in a.sources:
-        cfg = DetectorConfig(**{**base_cfg.__dict__, "onset_source": source, "thresholds": {},
-                                "early_windows": not a.no_early_windows})
+        cfg = base_cfg.override(onset_source=source, thresholds={}, early_windows=not a.no_early_windows)
         try:
             d = Detector(eng, cfg)
         except ValueError as e:

@@ -34,11 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     res = json.loads((out / "eval.json").read_text())
     eng = create_engine("onnxruntime", a.model, intra_op_num_threads=1)
-    base = DetectorConfig.from_model_config(eng.config)
+    base = DetectorConfig.from_model(eng.config)
     for source in a.sources:
         tuned = json.loads((out / f"thresholds_{source}.json").read_text())
-        cfg = DetectorConfig(**{**base.__dict__, "onset_source": source, "thresholds": {}, "early_windows": True,
-                                "merge_gap_s": tuned["merge_gap_s"], "backdate_onsets": tuned["backdate_onsets"]})
+        cfg = base.override(onset_source=source, thresholds={}, early_windows=True,
+                            merge_gap_s=tuned["merge_gap_s"], backdate_onsets=tuned["backdate_onsets"])
         det = Detector(eng, cfg)
         traces, ref = _traces(det, Path(a.scapes))
         r = psds1(det, traces, ref)

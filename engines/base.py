@@ -13,7 +13,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from realtime.errors import AedError, EngineError, ModelFileError  # noqa: F401 - re-exported
+from realtime.config import InputRange, ModelConfig, check_number
+from realtime.errors import AedError, ConfigError, EngineError, ModelFileError  # noqa: F401 - re-exported
 
 __all__ = [
     "InputSpec", "Engine", "EngineBase", "MissingDependencyError", "ModelFileError", "ModelFiles",
@@ -65,14 +66,13 @@ class InputSpec:
     max_batch: int = 64
 
     def __post_init__(self) -> None:
-        from realtime.config import check_number
-        from realtime.detector import MAX_BATCH
-
         check_number("input num_mel_bins", self.num_mel_bins, 1, 512, "", integer=True)
-        check_number("input t_min", self.t_min, 1, 10**6, "frames", integer=True)
-        check_number("input t_max", self.t_max, self.t_min, 10**6, "frames", integer=True,
-                     why=f"t_max must be at least t_min ({self.t_min})")
-        check_number("max_batch", self.max_batch, 1, MAX_BATCH, "windows", integer=True)
+        InputRange(self.t_min, self.t_max, self.max_batch)          # the one set of range checks
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, max_batch: int | None = None) -> "InputSpec":
+        return cls(num_mel_bins=config.num_mel_bins, t_min=config.input.t_min, t_max=config.input.t_max,
+                   max_batch=max_batch if max_batch is not None else config.input.max_batch)
 
     def check(self, x: np.ndarray) -> np.ndarray:
         """Validate a batch of windows and return it as C-contiguous float32."""
@@ -106,17 +106,14 @@ class EngineBase:
 
     name = "base"
 
-    def __init__(self, config: dict[str, Any], max_batch: int | None = None, origin: str = "the model"):
-        self.config = check_config(config, origin)      # every engine checks its config once, at load
-        self.labels: list[str] = list(config.get("labels", []))
-        inp = config.get("input", {})
-        fe = config.get("frontend", {})
-        self.spec = InputSpec(
-            num_mel_bins=int(inp.get("num_mel_bins", fe.get("num_mel_bins", 128))),
-            t_min=int(inp.get("t_min", 1)),
-            t_max=int(inp.get("t_max", 100000)),
-            max_batch=max_batch if max_batch is not None else inp.get("max_batch", 64),
-        )
+    def __init__(self, config: ModelConfig | dict[str, Any], max_batch: int | None = None,
+                 origin: str = "the model"):
+        self.config: ModelConfig = check_config(config, origin)      # every engine checks its config once, at load
+        self.labels: list[str] = list(self.config.labels)
+        try:
+            self.spec = InputSpec.from_config(self.config, max_batch)
+        except ConfigError as e:
+            raise ConfigError(f"{e} (the engine's max_batch option)") from e
         self._closed = False
 
     def check_output_size(self, origin: str) -> None:
@@ -148,7 +145,7 @@ class EngineBase:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(model={self.config.get('name', '?')!r}, classes={len(self.labels)}, "
+        return (f"{type(self).__name__}(model={self.config.name or '?'!r}, classes={len(self.labels)}, "
                 f"spec={self.spec})")
 
 
@@ -200,7 +197,7 @@ def resolve_model_path(model_path: str | Path) -> ModelFiles:
                          "or a .plan file")
 
 
-def read_config_json(path: Path) -> dict[str, Any]:
+def read_config_json(path: Path) -> ModelConfig:
     """Read a model ``config.json`` (or the JSON text of ONNX metadata ``aed_config``) into a dict."""
     try:
         cfg = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -209,35 +206,10 @@ def read_config_json(path: Path) -> dict[str, Any]:
     return check_config(cfg, str(path))
 
 
-def check_config(cfg: Any, origin: str) -> dict[str, Any]:
-    """Check that a model config has what an engine needs (labels and the input range)."""
-    if not isinstance(cfg, dict):
-        raise ModelFileError(f"model config from {origin} is not a JSON object")
-    if not isinstance(cfg.get("labels"), list) or not cfg["labels"]:
-        raise ModelFileError(f"model config from {origin} has no 'labels' list")
-    inp = cfg.get("input")
-    if not isinstance(inp, dict) or not {"num_mel_bins", "t_min", "t_max"} <= set(inp):
-        raise ModelFileError(f"model config from {origin} lacks 'input' with num_mel_bins, t_min and t_max")
-    labels = cfg["labels"]
-    if not all(isinstance(lb, str) and lb.strip() for lb in labels):
-        raise ModelFileError(f"model config from {origin}: every label must be a non-empty string")
-    dup = sorted({lb for lb in labels if labels.count(lb) > 1})
-    if dup:
-        raise ModelFileError(f"model config from {origin}: labels must be unique; repeated: {dup}")
-    from realtime.config import FrontEndConfig
-    from realtime.detector import DetectorConfig
-    from realtime.errors import ConfigError
-
+def check_config(cfg: Any, origin: str) -> ModelConfig:
+    """The model config as a checked :class:`~realtime.config.ModelConfig`, or a one-line ModelFileError naming
+    ``origin`` and what is wrong (labels, input range, front end, window, detection settings)."""
     try:
-        InputSpec(num_mel_bins=inp["num_mel_bins"], t_min=inp["t_min"], t_max=inp["t_max"],
-                  max_batch=inp.get("max_batch", 64))
-        det = DetectorConfig.from_model_config(cfg)          # front end, window and detection settings
-        if "frontend" in cfg and FrontEndConfig.from_dict(dict(cfg["frontend"])).num_mel_bins != inp["num_mel_bins"]:
-            raise ConfigError(f"its front end gives {cfg['frontend'].get('num_mel_bins')} mel bins but its input "
-                              f"takes {inp['num_mel_bins']}")
-        unknown = sorted(set(det.thresholds) - set(labels))
-        if unknown:
-            raise ConfigError(f"per-class thresholds for labels it does not have: {unknown}")
-    except (ConfigError, TypeError) as e:
-        raise ModelFileError(f"model config from {origin}: {e}") from e
-    return cfg
+        return ModelConfig.from_dict(cfg, origin=f"model config from {origin}")
+    except ConfigError as e:
+        raise ModelFileError(str(e)) from e

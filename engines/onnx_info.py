@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from engines.base import ModelFileError, check_config, read_config_json
-from realtime.errors import ModelFileError
+from realtime.config import ModelConfig
 
 __all__ = ["OnnxInfo", "read_onnx_info", "parse_onnx_bytes", "sha256_file", "onnx_model_config"]
 
@@ -295,7 +295,7 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def onnx_model_config(onnx_path: str | Path, info: OnnxInfo | None = None,
-                      metadata: dict[str, str] | None = None) -> dict[str, Any]:
+                      metadata: dict[str, str] | None = None) -> ModelConfig:
     """The model config from ONNX metadata ``aed_config``, else from ``config.json`` beside the file.
 
     Args:

@@ -13,8 +13,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from engines.base import EngineBase, ModelFileError, missing_dependency, read_config_json, resolve_model_path
+from engines.base import (
+    EngineBase, ModelFileError, check_config, missing_dependency, read_config_json, resolve_model_path,
+)
 from engines.onnx_info import onnx_model_config
+from realtime.config import ModelConfig
 from realtime.errors import ConfigError
 
 __all__ = ["OnnxRuntimeEngine", "GRAPH_OPTIMIZATION_LEVELS"]
@@ -32,11 +35,11 @@ def _import_ort() -> Any:
     return ort
 
 
-def _check_same_model(config: dict, embedded: dict, onnx_path: Path) -> None:
+def _check_same_model(config: ModelConfig, embedded: ModelConfig, onnx_path: Path) -> None:
     """A checkpoint's ``model.onnx`` must describe the same model as its ``config.json`` (labels, input, front end);
     detection settings may differ (``config.json`` wins: they are tuned after export)."""
     for key in ("labels", "input", "frontend"):
-        if config.get(key) != embedded.get(key):
+        if getattr(config, key) != getattr(embedded, key):
             raise ModelFileError(f"{str(onnx_path)!r} is stale: its embedded {key!r} differs from config.json "
                                  f"beside it; re-export it with: aed export {onnx_path.parent} -o {onnx_path}")
 
@@ -101,7 +104,8 @@ class OnnxRuntimeEngine(EngineBase):
             # a checkpoint's config.json is its one source of truth, for this engine as for the torch engine
             config = read_config_json(files.config_json)  # type: ignore[arg-type]
             if "aed_config" in meta:
-                _check_same_model(config, onnx_model_config(files.onnx, metadata=meta), files.onnx)
+                embedded = check_config(onnx_model_config(files.onnx, metadata=meta), repr(str(files.onnx)))
+                _check_same_model(check_config(config, repr(str(files.config_json))), embedded, files.onnx)
         else:
             config = onnx_model_config(files.onnx, metadata=meta)
         super().__init__(config, max_batch=max_batch, origin=repr(str(files.path)))

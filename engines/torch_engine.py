@@ -133,7 +133,7 @@ class TorchEngine(EngineBase):
             xt = torch.from_numpy(x).to(self.device, dtype=self._dtype)
             clip, frames = self.model.forward_with_frames(xt)
             if frames is None:
-                raise ModelFileError(f"model {self.config.get('name')!r} has no frame head")
+                raise ModelFileError(f"model {self.config.name!r} has no frame head")
             return clip.float().cpu().numpy(), frames.float().cpu().numpy()
 
     def _replay(self, xt: Any) -> Any:

@@ -30,10 +30,11 @@ from typing import Any, Callable
 from engines.base import ModelFileError, missing_dependency
 from engines.onnx_info import onnx_model_config, read_onnx_info, sha256_file
 from engines.trt_ops import OpSupportReport, OpTable, check_op_support, load_op_table, load_supported_ops
+from realtime.config import ModelConfig, is_finite_number, seconds_to_frames
 from realtime.errors import ConfigError, EngineError
 
 __all__ = [
-    "PRECISIONS", "ProfileShapes", "GpuInfo", "BuildEnv", "OpSupportReport", "make_profile", "seconds_to_frames",
+    "PRECISIONS", "ProfileShapes", "GpuInfo", "BuildEnv", "OpSupportReport", "make_profile",
     "cache_key_fields", "cache_key", "write_plan", "read_plan", "plan_status", "stale_reasons", "ensure_engine",
     "default_cache_dir",
     "detect_env", "import_tensorrt", "import_cudart", "cuda_check", "OpTable", "load_op_table", "load_supported_ops",
@@ -83,13 +84,6 @@ def cuda_check(cudart: Any, result: Any, what: str) -> Any:
 
 
 # --------------------------------------------------------------------------- profile shapes
-def seconds_to_frames(seconds: float, frame_shift_ms: float = 10.0) -> int:
-    """Convert a window length in seconds to frames (1 s -> 100 frames at a 10 ms hop)."""
-    if seconds <= 0:
-        raise ConfigError(f"window length must be positive, got {seconds} s")
-    return max(1, int(round(seconds * 1000.0 / frame_shift_ms)))
-
-
 @dataclass(frozen=True)
 class ProfileShapes:
     """A TensorRT optimisation profile over batch and time for the ``(B, T, F)`` input.
@@ -114,7 +108,7 @@ class ProfileShapes:
         return cls(d["input_name"], tuple(d["min"]), tuple(d["opt"]), tuple(d["max"]))  # type: ignore[arg-type]
 
 
-def make_profile(config: dict[str, Any], *, input_name: str = "fbank", window_s: float | None = None,
+def make_profile(config: ModelConfig, *, input_name: str = "fbank", window_s: float | None = None,
                  min_window_s: float | None = None, max_window_s: float | None = None, max_batch: int = 32,
                  opt_batch: int = 1) -> ProfileShapes:
     """Profile shapes from the model's accepted range, with opt at the configured window.
@@ -132,21 +126,23 @@ def make_profile(config: dict[str, Any], *, input_name: str = "fbank", window_s:
         ValueError: a window outside the model's range, or an inconsistent min/opt/max; the message
             names the accepted range in seconds and frames.
     """
-    inp = config["input"]
-    f, t_lo, t_hi = int(inp["num_mel_bins"]), int(inp["t_min"]), int(inp["t_max"])
-    shift = float(config.get("frontend", {}).get("frame_shift_ms", 10.0))
+    config = ModelConfig.from_dict(config)
+    f, t_lo, t_hi = config.num_mel_bins, config.input.t_min, config.input.t_max
+    shift = config.frontend.frame_shift_ms
     rng = f"[{t_lo * shift / 1000:g}, {t_hi * shift / 1000:g}] s ({t_lo}..{t_hi} frames)"
 
     def frames(s: float | None, default: int, what: str) -> int:
         if s is None:
             return default
-        t = seconds_to_frames(s, shift)
+        if not (is_finite_number(s) and s > 0):
+            raise ConfigError(f"{what} must be a positive number of seconds, got {s!r}")
+        t = seconds_to_frames(s, config.frontend)
         if not (t_lo <= t <= t_hi):
             raise ConfigError(f"{what} of {s:g} s = {t} frames is outside the model's accepted range {rng}")
         return t
 
     if window_s is None:
-        window_s = float(config.get("window", {}).get("window_s", 1.0))
+        window_s = config.window.window_s
     t_min = frames(min_window_s, t_lo, "--min-window")
     t_max = frames(max_window_s, t_hi, "--max-window")
     t_opt = frames(window_s, t_lo, "--window")
@@ -414,7 +410,7 @@ def ensure_engine(onnx_path: str | Path, plan_path: str | Path | None = None, *,
     log.info("building TensorRT engine %s (%s; %s)", plan, precision, "forced" if ok else why)
     timing = cache_dir / f"timing-{_slug(env.trt_version)}-{_slug(env.gpu.name)}-sm{env.gpu.compute_capability}.cache"
     engine = (build or _default_build)(onnx_path, profile, precision, timing)
-    write_plan(plan, engine, {"key": key, "key_fields": fields, "config": config, "onnx": onnx_path.name,
+    write_plan(plan, engine, {"key": key, "key_fields": fields, "config": config.to_dict(), "onnx": onnx_path.name,
                               "outputs": info.outputs})
     return plan
 

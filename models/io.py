@@ -8,7 +8,7 @@ Example:
     >>> d = tempfile.mkdtemp()
     >>> _ = save(create_model("ast_test"), d, labels=[f"c{i}" for i in range(10)])
     >>> model, config = load(d)
-    >>> config["name"], config["input"]["num_mel_bins"]
+    >>> config.name, config.num_mel_bins
     ('ast_test', 64)
 """
 from __future__ import annotations
@@ -25,10 +25,11 @@ import torch
 import torch.nn as nn
 
 from models.registry import create_model
-from realtime.config import FrontEndConfig, WindowConfig
-from realtime.errors import ModelFileError
+from realtime.config import DetectionSettings, FrontEndConfig, InputRange, ModelConfig, WindowConfig
+from realtime.errors import ConfigError, ModelFileError
 
-__all__ = ["build_config", "save", "load", "export_onnx", "load_ast_checkpoint", "ONNX_OPSET", "CONFIG_KEY"]
+__all__ = ["build_config", "save", "save_with_config", "load", "read_config", "export_onnx", "verify_export",
+           "load_ast_checkpoint", "ONNX_OPSET", "CONFIG_KEY"]
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,8 @@ CONFIG_FILE = "config.json"
 
 def build_config(model: nn.Module, labels: Sequence[str] | None = None, frontend: FrontEndConfig | None = None,
                  window: WindowConfig | None = None, thresholds: Mapping[str, Any] | None = None,
-                 training: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The model config dict of ``docs/contracts.md`` for a model built with :func:`models.create_model`.
+                 training: Mapping[str, Any] | None = None) -> ModelConfig:
+    """The :class:`~realtime.config.ModelConfig` (``docs/contracts.md``) of a model built with :func:`models.create_model`.
 
     Args:
         model: the model; it must carry ``model_name`` and ``model_kwargs`` (set by ``create_model``).
@@ -64,17 +65,12 @@ def build_config(model: nn.Module, labels: Sequence[str] | None = None, frontend
     if frontend.num_mel_bins != model.num_mel_bins:
         raise ModelFileError(f"front end has {frontend.num_mel_bins} mel bins, the model expects {model.num_mel_bins}")
     window = window or WindowConfig()
-    return {
-        "name": name,
-        "kwargs": dict(getattr(model, "model_kwargs", {})),
-        "labels": labels,
-        "frontend": frontend.to_dict(),
-        "window": window.to_dict(),
-        "output_activation": model.output_activation,
-        "input": {"num_mel_bins": model.num_mel_bins, "t_min": model.t_min, "t_max": model.t_max},
-        "thresholds": dict(thresholds) if thresholds is not None else {"default": 0.5, "per_class": {}},
-        "training": dict(training) if training is not None else {},
-    }
+    t = dict(thresholds) if thresholds is not None else {}
+    return ModelConfig(
+        name=name, kwargs=dict(getattr(model, "model_kwargs", {})), labels=tuple(labels), frontend=frontend,
+        window=window, output_activation=model.output_activation,
+        input=InputRange(t_min=model.t_min, t_max=model.t_max),
+        detection=DetectionSettings.from_dict(t), training=dict(training) if training is not None else {})
 
 
 def save(model: nn.Module, directory: str | os.PathLike, labels: Sequence[str] | None = None,
@@ -97,11 +93,19 @@ def save(model: nn.Module, directory: str | os.PathLike, labels: Sequence[str] |
     from safetensors.torch import save_file
 
     config = build_config(model, labels, frontend, window, thresholds, training)
+    return save_with_config(model, directory, config)
+
+
+def save_with_config(model: nn.Module, directory: str | os.PathLike, config: ModelConfig) -> Path:
+    """Write ``directory/model.safetensors`` and ``directory/config.json`` from a ready :class:`ModelConfig`."""
+    from safetensors.torch import save_file
+
+    config = ModelConfig.from_dict(config)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "name": config["name"]})
-    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "name": config.name})
+    (directory / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
     return directory
 
 
@@ -129,25 +133,58 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise ModelFileError(f"corrupt weights file {path}: {e}") from e
 
 
-def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model saved by :func:`save`; returns ``(model in eval mode, config dict)``.
+def read_config(directory: str | os.PathLike) -> ModelConfig:
+    """The checked :class:`ModelConfig` of a checkpoint directory (``config.json``), without building the model.
+
+    Raises:
+        FileNotFoundError: no ``config.json``.
+        ModelFileError: it is not JSON, or not a valid model config (the message names the file).
+    """
+    path = Path(directory) / CONFIG_FILE
+    try:
+        return ModelConfig.from_dict(_read_json(path), origin=str(path))
+    except ConfigError as e:
+        raise ModelFileError(str(e)) from e
+
+
+def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu",
+         fresh: Sequence[str] = (), **model_overrides: Any) -> tuple[nn.Module, ModelConfig]:
+    """Rebuild a model saved by :func:`save`; returns ``(model in eval mode, config)``.
+
+    Args:
+        directory: the checkpoint directory.
+        map_location: device for the weights.
+        fresh: name prefixes of tensors that may be missing or of another shape (left as the new model initialised
+            them, e.g. ``("head.",)`` when retargeting to other labels); every other tensor must load exactly.
+        model_overrides: constructor arguments that differ from the stored ones (e.g. ``num_classes``).
 
     Raises:
         FileNotFoundError: ``config.json`` or ``model.safetensors`` is missing.
-        ValueError: either file is corrupt, or the weights do not fit the model the config names.
+        ModelFileError: either file is corrupt, or the weights do not fit the model the config names.
     """
     directory = Path(directory)
-    config = _read_json(directory / CONFIG_FILE)
-    if "name" not in config:
+    config = read_config(directory)
+    if not config.name:
         raise ModelFileError(f"corrupt model config {directory / CONFIG_FILE}: no 'name'")
     state = _read_safetensors(directory / WEIGHTS_FILE)
-    model = create_model(config["name"], **config.get("kwargs", {}))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ModelFileError(f"weights in {directory} do not fit model {config['name']!r}: {e}") from e
-    if config.get("labels"):
-        model.labels = list(config["labels"])
+    model = create_model(config.name, **{**dict(config.kwargs), **model_overrides})
+    if fresh:
+        ours = model.state_dict()
+        is_fresh = lambda k: any(k.startswith(p) for p in fresh)  # noqa: E731
+        state = {k: v for k, v in state.items() if not (is_fresh(k) and (k not in ours or ours[k].shape != v.shape))}
+        missing = [k for k in ours if k not in state and not is_fresh(k)]
+        unexpected = [k for k in state if k not in ours]
+        if missing or unexpected:
+            raise ModelFileError(f"weights in {directory} do not fit model {config.name!r}: missing {missing[:5]}, "
+                                 f"unexpected {unexpected[:5]} (fresh tensors allowed: {list(fresh)})")
+        model.load_state_dict(state, strict=False)
+    else:
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise ModelFileError(f"weights in {directory} do not fit model {config.name!r}: {e}") from e
+    if not model_overrides:
+        model.labels = list(config.labels)
     return model.to(map_location).eval(), config
 
 
@@ -164,7 +201,7 @@ class _ExportWrapper(nn.Module):
         return (scores, frames) if self.with_frames else (scores,)
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, config: Mapping[str, Any] | None = None,
+def export_onnx(model: nn.Module, path: str | os.PathLike, config: ModelConfig | Mapping[str, Any] | None = None,
                 opset: int = ONNX_OPSET, example_frames: int | None = None) -> Path:
     """Export ``model`` to ONNX with dynamic batch and time; the config JSON goes into metadata ``aed_config``.
 
@@ -178,7 +215,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, config: Mapping[str, 
     Args:
         model: an :class:`models.base.AEDModel`.
         path: output ``.onnx`` file.
-        config: config dict to embed; default :func:`build_config` of the model.
+        config: the model config to embed; default :func:`build_config` of the model.
         opset: ONNX opset.
         example_frames: window length used for tracing; default the model's native window or ``t_min``.
 
@@ -190,7 +227,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, config: Mapping[str, 
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    config = dict(config) if config is not None else build_config(model)
+    config = ModelConfig.from_dict(config) if config is not None else build_config(model)
     T = example_frames or getattr(model, "native_frames", model.t_min)
     T = min(max(T, model.t_min), model.t_max)
     param = next(model.parameters())
@@ -221,9 +258,36 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, config: Mapping[str, 
         model.train(was_training)
     proto = onnx.load(str(path))
     entry = proto.metadata_props.add()
-    entry.key, entry.value = CONFIG_KEY, json.dumps(config)
+    entry.key, entry.value = CONFIG_KEY, json.dumps(config.to_dict())
     onnx.save(proto, str(path))
     return path
+
+
+def verify_export(model: nn.Module, path: str | os.PathLike) -> str:
+    """Max |torch - onnxruntime| on random windows at the configured length and at the model's shortest."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from realtime.config import seconds_to_frames
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map
+    if CONFIG_KEY not in meta:
+        raise ModelFileError(f"{path}: no {CONFIG_KEY!r} metadata; export it with models.export_onnx")
+    config = ModelConfig.from_dict(json.loads(meta[CONFIG_KEY]), origin=f"{path} metadata")
+    t_cfg = seconds_to_frames(config.window.window_s, config.frontend)
+    lo, hi = config.input.t_min, config.input.t_max
+    lengths = sorted({lo, min(max(t_cfg, lo), hi)})
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    name = sess.get_inputs()[0].name
+    for t in lengths:
+        x = rng.standard_normal((2, t, config.num_mel_bins)).astype(np.float32)
+        with torch.inference_mode():
+            ref = model(torch.from_numpy(x)).float().numpy()
+        (got,) = sess.run(["scores"], {name: x})
+        worst = max(worst, float(np.abs(got - ref).max()))
+    return f"max |torch - onnxruntime| = {worst:.2e} at T = {lengths} frames"
 
 
 # ---------------------------------------------------------------------------------------------------------------------

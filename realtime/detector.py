@@ -13,28 +13,22 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from realtime.config import FrontEndConfig, WindowConfig, check_number
+from realtime.config import (
+    MAX_BATCH, ONSET_ANCHORS, ONSET_SOURCES, DetectionSettings, FrontEndConfig, ModelConfig, WindowConfig, check_number,
+)
 from realtime.errors import AudioError, ConfigError
 from realtime.events import Event, EventTracker
-from realtime.frontend import StreamingFbank, fbank, normalize
+from realtime.frontend import StreamingFbank, normalize, silence_frame
 from realtime.resample import StreamingResampler, check_rate
 from realtime.stats import StageTimer
 from realtime.validate import check_audio
 
 __all__ = ["Detector", "DetectorConfig", "PendingWindow", "ONSET_ANCHORS", "ONSET_SOURCES"]
-
-#: The most windows one ``infer`` call may take (a sanity bound; an engine's own limit is usually lower).
-MAX_BATCH = 4096
-
-ONSET_ANCHORS = ("newest", "centre")
-#: What the event tracker follows: the clip head's window score, or the frame head's newest frame.
-ONSET_SOURCES = ("clip", "frames", "max")
-
 
 @dataclass(frozen=True)
 class DetectorConfig:
@@ -87,55 +81,50 @@ class DetectorConfig:
         """Every detector setting is checked here, once, whichever route it came by (model config, CLI, API)."""
         if not isinstance(self.frontend, FrontEndConfig) or not isinstance(self.window, WindowConfig):
             raise ConfigError("frontend and window must be FrontEndConfig and WindowConfig objects")
-        check_number("threshold", self.threshold, 0.0, 1.0, "")
-        if not isinstance(self.thresholds, Mapping):
-            raise ConfigError(f"thresholds must map labels to numbers in [0, 1], got {type(self.thresholds).__name__}")
-        for label, v in self.thresholds.items():
-            check_number(f"the threshold of {label!r}", v, 0.0, 1.0, "")
-        check_number("release_ratio", self.release_ratio, 0.01, 1.0, "")
-        check_number("min_duration_s", self.min_duration_s, 0.0, 3600.0, "seconds")
-        check_number("merge_gap_s", self.merge_gap_s, 0.0, 3600.0, "seconds")
+        self.detection        # the detection settings' own checks
         if self.input_rate is not None:
             try:
                 check_rate(self.input_rate)
             except (TypeError, ValueError) as e:
                 raise ConfigError(f"input_rate: {e}") from e
         check_number("batch_size", self.batch_size, 1, MAX_BATCH, "windows", integer=True)
-        if self.onset_anchor not in ONSET_ANCHORS:
-            raise ConfigError(f"onset_anchor must be one of {ONSET_ANCHORS}, got {self.onset_anchor!r}")
-        if self.onset_source not in ONSET_SOURCES:
-            raise ConfigError(f"onset_source must be one of {ONSET_SOURCES}, got {self.onset_source!r}")
-        for name in ("early_windows", "backdate_onsets"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+
+    @property
+    def detection(self) -> DetectionSettings:
+        """The detection settings alone, as a model config stores them."""
+        return DetectionSettings(**{f.name: getattr(self, f.name) for f in fields(DetectionSettings)})
 
     @classmethod
-    def from_model_config(cls, cfg: Mapping[str, Any], **overrides) -> "DetectorConfig":
-        """Build from a model config dict (``config.json`` / ONNX ``aed_config``)."""
-        kw: dict[str, Any] = {}
-        if "frontend" in cfg:
-            kw["frontend"] = FrontEndConfig.from_dict(dict(cfg["frontend"]))
-        if "window" in cfg:
-            kw["window"] = WindowConfig.from_dict(dict(cfg["window"]))
-        th = cfg.get("thresholds") or {}
-        if not isinstance(th, Mapping):
-            raise ConfigError(f"the model config's 'thresholds' must be a JSON object, got {type(th).__name__}")
-        if "default" in th:
-            kw["threshold"] = th["default"]
-        if th.get("per_class"):
-            kw["thresholds"] = th["per_class"]
-        for k in ("release_ratio", "min_duration_s", "merge_gap_s"):
-            if k in th:
-                kw[k] = th[k]
-        if th.get("onset_anchor"):
-            kw["onset_anchor"] = str(th["onset_anchor"])
-        if th.get("onset_source"):
-            kw["onset_source"] = str(th["onset_source"])
-        for k in ("early_windows", "backdate_onsets"):
-            if k in th:
-                kw[k] = th[k]
-        kw.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**kw)
+    def from_model(cls, config: ModelConfig | Mapping[str, Any] | None) -> "DetectorConfig":
+        """The model's own settings: front end, window and detection defaults (defaults throughout for None or an
+        empty dict). Combine with the user's values by :meth:`override`; there is no other route."""
+        if config is None or (isinstance(config, Mapping) and not config):
+            return cls()
+        mc = ModelConfig.from_dict(config)
+        return cls(frontend=mc.frontend, window=mc.window, **asdict_shallow(mc.detection))
+
+    def override(self, **values: Any) -> "DetectorConfig":
+        """A copy with the given settings changed; ``None`` keeps the current value.
+
+        Besides the fields, ``window_s`` and ``hop_s`` change the window (each alone too). Every value is checked
+        (a ConfigError says what is accepted).
+        """
+        changes = {k: v for k, v in values.items() if v is not None}
+        window_s, hop_s = changes.pop("window_s", None), changes.pop("hop_s", None)
+        if window_s is not None or hop_s is not None:
+            w = changes.get("window", self.window)
+            changes["window"] = WindowConfig(window_s=w.window_s if window_s is None else window_s,
+                                             hop_s=w.hop_s if hop_s is None else hop_s)
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ConfigError(f"unknown detector settings {unknown}; accepted: {sorted(names | {'window_s', 'hop_s'})}")
+        return replace(self, **changes)
+
+
+def asdict_shallow(obj: Any) -> dict[str, Any]:
+    """A dataclass's fields as a dict, values not copied (``dataclasses.asdict`` would deep-copy)."""
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
 
 
 @dataclass
@@ -163,7 +152,7 @@ class Detector:
         if not callable(getattr(engine, "infer", None)) or not hasattr(engine, "labels"):
             raise TypeError("engine must have infer(x: float32 (B, T, F)) -> (B, C) and labels")
         if config is None:
-            config = DetectorConfig.from_model_config(getattr(engine, "config", None) or {})
+            config = DetectorConfig.from_model(getattr(engine, "config", None))
         self.engine = engine
         self.config = config
         self.labels = list(engine.labels)
@@ -178,7 +167,7 @@ class Detector:
             raise ConfigError(f"onset_source {config.onset_source!r} needs an engine with a frame head (infer_frames); "
                              f"{getattr(engine, 'name', type(engine).__name__)} has none: use onset_source 'clip'")
         # what digital silence looks like to the model: pads clips shorter than one window
-        self._floor = normalize(fbank(np.zeros(4 * fe.frame_length, np.float32), fe)[:1], fe)[0]
+        self._floor = silence_frame(fe)
         self.input_rate = check_rate(config.input_rate or fe.sample_rate)
         self.hop_s = self.hop_frames * fe.frame_shift_ms / 1000.0
         self.window_s = self.T * fe.frame_shift_ms / 1000.0
@@ -235,7 +224,7 @@ class Detector:
 
     def with_config(self, **changes) -> "Detector":
         """A new detector on the same engine with some settings changed (state starts fresh)."""
-        return Detector(self.engine, replace(self.config, **changes), self.on_window, self.on_frames)
+        return Detector(self.engine, self.config.override(**changes), self.on_window, self.on_frames)
 
     @property
     def time_s(self) -> float:

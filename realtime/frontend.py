@@ -33,7 +33,7 @@ import numpy as np
 from realtime.config import FrontEndConfig
 from realtime.errors import ConfigError
 
-__all__ = ["StreamingFbank", "fbank", "normalize", "mel_banks", "num_frames"]
+__all__ = ["StreamingFbank", "fbank", "normalize", "silence_frame", "mel_banks", "num_frames"]
 
 _EPS = float(np.finfo(np.float32).eps)
 _EFFICIENTAT_LOG_OFFSET = 1e-5
@@ -187,6 +187,11 @@ def fbank(audio: np.ndarray, cfg: FrontEndConfig) -> np.ndarray:
 def normalize(feats: np.ndarray, cfg: FrontEndConfig) -> np.ndarray:
     """AST normalisation ``(fbank - mean) / (2 * std)`` with the model's own statistics."""
     return ((feats - np.float32(cfg.mean)) / np.float32(2.0 * cfg.std)).astype(np.float32)
+
+
+def silence_frame(cfg: FrontEndConfig) -> np.ndarray:
+    """One normalised frame of digital silence ``(F,)``: what pads a clip shorter than one window."""
+    return normalize(fbank(np.zeros(4 * cfg.frame_length, np.float32), cfg)[:1], cfg)[0]
 
 
 class StreamingFbank:

@@ -10,7 +10,26 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["WindowScheduler"]
+__all__ = ["WindowScheduler", "clip_window_ends"]
+
+
+def clip_window_ends(num_frames: int, window_frames: int, hop_frames: int) -> list[int]:
+    """The windows a whole clip is tagged by, as end frames: the rule shared by :meth:`Detector.clip_scores
+    <realtime.detector.Detector.clip_scores>` and the trainer's validation.
+
+    Every full window the streaming scheduler emits: the first ends at ``window_frames``, then one every hop, while
+    it fits. A clip shorter than one window gives one window ending at its last frame (padded before its start with
+    digital silence to ``window_frames``). No frames, no windows.
+
+    Example:
+        >>> clip_window_ends(250, 100, 50), clip_window_ends(60, 100, 50)
+        ([100, 150, 200, 250], [60])
+    """
+    if num_frames <= 0:
+        return []
+    if num_frames < window_frames:
+        return [num_frames]
+    return list(range(window_frames, num_frames + 1, hop_frames))
 
 
 class WindowScheduler:

@@ -75,8 +75,10 @@ def test_listen_replays_a_file_and_prints_a_summary(onnx_model, capsys):
 
 @pytest.mark.parametrize("argv, needle", [
     (["detect", "x.wav", "--window", "20"], "between 0.5 and 10 seconds"),
-    (["detect", "x.wav", "--threshold", "3"], "--threshold must be in [0, 1]"),
-    (["listen", "--duration", "-1"], "--duration must be positive"),
+    (["detect", "x.wav", "--threshold", "3"], "--threshold must be a number from 0 to 1"),
+    (["listen", "--duration", "-1"], "--duration must be a finite number of seconds greater than 0"),
+    (["listen", "--duration", "nan"], "--duration must be a finite number of seconds greater than 0"),
+    (["listen", "--duration", "inf"], "--duration must be a finite number of seconds greater than 0"),
     (["listen", "--fast"], "--fast only applies with --source"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(onnx_model, argv, needle, capsys):

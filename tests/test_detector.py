@@ -69,8 +69,12 @@ def test_centre_onset_anchor_moves_time_stamps_not_emission():
             assert b.offset_s == pytest.approx(a.offset_s)
     with pytest.raises(ValueError, match="onset_anchor must be one of"):
         DetectorConfig(onset_anchor="start")
-    cfg = DetectorConfig.from_model_config({"thresholds": {"default": 0.3, "onset_anchor": "centre"}})
+    cfg = DetectorConfig.from_model({"labels": ["x"], "thresholds": {"default": 0.3, "onset_anchor": "centre"}})
     assert cfg.onset_anchor == "centre" and cfg.threshold == 0.3
+    assert cfg.override(threshold=0.6, hop_s=0.2, merge_gap_s=None).threshold == 0.6
+    assert cfg.override(hop_s=0.2).window == WindowConfig(cfg.window.window_s, 0.2)
+    with pytest.raises(ValueError, match="unknown detector settings"):
+        cfg.override(treshold=0.6)
 
 
 def test_reset_really_resets():

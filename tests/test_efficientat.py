@@ -24,6 +24,7 @@ from models import create_model, export_onnx, load, load_efficientat_checkpoint 
 from models.efficientat import CheckpointError  # noqa: E402
 from realtime.config import efficientat_frontend  # noqa: E402
 from realtime.frontend import StreamingFbank, fbank, normalize  # noqa: E402
+from tests.helpers_onnx import ort_session  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CHECKPOINT = SHARED / "models" / "efficientat" / "mn04_as_mAP_432.pt"
@@ -120,17 +121,10 @@ def test_new_head_loads_everything_else(checkpoint, state):
 
 # -- ONNX ----------------------------------------------------------------------------------------------------------
 
-def _ort_session(path: Path):
-    ort = pytest.importorskip("onnxruntime")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def _check_onnx_parity(model, path: Path, windows: np.ndarray) -> None:
     pytest.importorskip("onnx")
     export_onnx(model, path)
-    sess = _ort_session(path)
+    sess = ort_session(path)
     outputs = [o.name for o in sess.get_outputs()]
     for t in (50, 100, 300):
         x = np.ascontiguousarray(windows[:, :t])                      # (B, T, F)
@@ -334,7 +328,7 @@ def test_import_checkpoint_end_to_end(checkpoint, state, tmp_path, capsys):
         assert torch.equal(v, state[k]), k
 
     with create_engine("onnxruntime", out, threads=1) as engine:
-        assert engine.config["frontend"]["kind"] == "efficientat"
+        assert engine.config.frontend.kind == "efficientat"
         scores = Detector(engine).clip_scores(_clip(DOG))
         top5 = _top(scores, list(engine.labels))
     assert {"Dog", "Bark"} & set(top5), top5

@@ -32,7 +32,7 @@ class TimedEngine:
     """Fires on any window holding non-silent audio; each infer call costs exactly ``cost_s`` of fake time."""
 
     labels = ["burst"]
-    config = {"frontend": {"num_mel_bins": 64}}
+    config = {"frontend": {"num_mel_bins": 64}, "labels": labels}
 
     def __init__(self, clock: FakeClock, cost_s: float, name: str = "timed"):
         self.clock, self.cost_s, self.name = clock, cost_s, name

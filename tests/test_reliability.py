@@ -243,7 +243,7 @@ def test_batch_size_above_the_engine_limit_is_refused(tiny_checkpoint):
 
     eng = create_engine("onnxruntime", tiny_checkpoint, max_batch=4)
     with pytest.raises(ConfigError, match="above the engine's limit of 4"):
-        Detector(eng, DetectorConfig.from_model_config(eng.config, batch_size=8))
+        Detector(eng, DetectorConfig.from_model(eng.config).override(batch_size=8))
 
 
 @pytest.mark.parametrize("what, edit, match", [
@@ -308,7 +308,7 @@ def test_onnxruntime_and_torch_read_the_same_config(tiny_checkpoint, tmp_path):
 
     tuned = _copy_ckpt(tiny_checkpoint, tmp_path / "tuned", lambda c: c["thresholds"].update(default=0.7))
     ort, pt = create_engine("onnxruntime", tuned), create_engine("torch", tuned)
-    assert ort.config == pt.config and ort.config["thresholds"]["default"] == 0.7
+    assert ort.config == pt.config and ort.config.detection.threshold == 0.7
     stale = _copy_ckpt(tiny_checkpoint, tmp_path / "stale", lambda c: c.update(labels=["x", "y", "z"]))
     with pytest.raises(ModelFileError, match="stale"):
         create_engine("onnxruntime", stale)
@@ -355,3 +355,24 @@ def test_max_batch_is_checked_when_the_runner_is_built(tiny_checkpoint, max_batc
     eng = create_engine("onnxruntime", tiny_checkpoint)            # its limit is 64
     with pytest.raises(ConfigError, match="max_batch must fit the engine's limit of 64"):
         MultiStreamRunner(eng, ["a"], max_batch=max_batch)
+
+
+def test_clip_scores_follow_the_shared_clip_window_rule():
+    """Detector.clip_scores is the mean over exactly the windows of realtime.windows.clip_window_ends."""
+    from realtime.frontend import fbank, normalize, silence_frame
+    from realtime.windows import clip_window_ends
+
+    eng = LoudnessEngine()
+    det = Detector(eng, CFG)
+    fe = CFG.frontend
+    for seconds in (0.4, 1.0, 2.37, 5.0):
+        x = tone_burst(16000, seconds, 0.1, 0.2)
+        feats = normalize(fbank(x, fe), fe)
+        wins = []
+        for end in clip_window_ends(feats.shape[0], det.T, det.hop_frames):
+            w = feats[max(0, end - det.T):end]
+            if w.shape[0] < det.T:
+                w = np.concatenate([np.repeat(silence_frame(fe)[None], det.T - w.shape[0], 0), w])
+            wins.append(w)
+        want = eng.infer(np.stack(wins)).mean(axis=0)
+        np.testing.assert_allclose(det.clip_scores(x), want, atol=1e-6, err_msg=f"{seconds} s")

@@ -206,8 +206,8 @@ def test_train_sed_runs_writes_a_checkpoint_and_resumes(tmp_path):
                     cache_dir=str(tmp_path / "cache"), epochs=1, steps_per_epoch=2, batch_size=8)
     final = train_sed(cfg)
     model, config = models.load(final)
-    assert config["frontend"]["kind"] == "efficientat" and len(config["labels"]) == 50
-    assert config["training"]["train_folds"] == [1] and config["training"]["licenses"] == ["CC0", "CC-BY"]
+    assert config.frontend.kind == "efficientat" and len(config.labels) == 50
+    assert config.training["train_folds"] == [1] and config.training["licenses"] == ["CC0", "CC-BY"]
     cfg.epochs = 2
     train_sed(cfg)
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()

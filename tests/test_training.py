@@ -214,8 +214,8 @@ def test_train_writes_checkpoint_metrics_and_a_loadable_model(tone_folder, tmp_p
     state = json.loads((out / "last" / "state.json").read_text())
     assert state["step"] == 2 and "param_groups" in state["optimizer"]
     model, config = models.load(out / "final")
-    assert config["labels"] == ["high", "low"] and config["output_activation"] == "softmax"
-    assert config["training"]["train_config"]["model"] == name
+    assert list(config.labels) == ["high", "low"] and config.output_activation == "softmax"
+    assert config.training["train_config"]["model"] == name
     scores = model(torch.zeros(1, 60, model.num_mel_bins))
     torch.testing.assert_close(scores.sum(-1), torch.ones(1))
 
@@ -366,9 +366,9 @@ def test_ship_packages_weights_config_onnx_and_attribution(tmp_path):
                extra={"evaluation": {"fold4": {"accuracy": 0.5}}, "hardware": "test"})
     assert (out / "model.safetensors").read_bytes() == (ckpt / "model.safetensors").read_bytes()
     _, cfg = load(out)
-    assert cfg["thresholds"]["default"] == 0.3 and cfg["thresholds"]["onset_anchor"] == "centre"
-    assert cfg["training"]["evaluation"] == {"kept": 1, "fold4": {"accuracy": 0.5}}  # merged, not replaced
-    assert cfg["training"]["hardware"] == "test"
+    assert cfg.detection.threshold == 0.3 and cfg.detection.onset_anchor == "centre"
+    assert cfg.training["evaluation"] == {"kept": 1, "fold4": {"accuracy": 0.5}}  # merged, not replaced
+    assert cfg.training["hardware"] == "test"
     # the ONNX file carries the same weights and config
     sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     assert json.loads(sess.get_modelmeta().custom_metadata_map["aed_config"])["thresholds"]["default"] == 0.3

@@ -204,13 +204,9 @@ class Profiler:
             for w in windows:
                 for h in hops:
                     eng = spec.engine if spec.trigger == "model" else LoudnessTrigger(spec.engine)
-                    base = DetectorConfig.from_model_config(getattr(eng, "config", None) or {})
-                    over = {"window": WindowConfig(w, h), "input_rate": rate}
-                    if threshold is not None:
-                        over["threshold"] = threshold
-                    if min_duration_s is not None:
-                        over["min_duration_s"] = min_duration_s
-                    cfg = DetectorConfig(**{**base.__dict__, **over})
+                    cfg = DetectorConfig.from_model(getattr(eng, "config", None)).override(
+                        window=WindowConfig(w, h), input_rate=rate, threshold=threshold,
+                        min_duration_s=min_duration_s)
                     s = Session(spec.kind, getattr(eng, "name", type(eng).__name__), spec.trigger, w, h,
                                 Detector(eng, cfg))
                     self.sessions.append(s)

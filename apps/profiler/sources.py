@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 import numpy as np
 
+from realtime.config import DetectionSettings, FrontEndConfig, ModelConfig
 from realtime.sources import ArraySource
 from apps.errors import UserError
 
@@ -49,7 +50,9 @@ class LoudnessTrigger:
     def __init__(self, engine: Any, level: float = 0.5):
         self.engine = engine
         self.level = level
-        self.config = {k: v for k, v in (getattr(engine, "config", None) or {}).items() if k in ("frontend", "window")}
+        base = ModelConfig.from_dict(getattr(engine, "config", None) or {"labels": self.labels})
+        # the wrapped model's front end and window, with this trigger's one label and plain detection settings
+        self.config = replace(base, labels=tuple(self.labels), detection=DetectionSettings())
         self.spec = getattr(engine, "spec", None)
         self.name = f"{getattr(engine, 'name', type(engine).__name__)}+loudness-trigger"
 
@@ -71,7 +74,8 @@ class LoudnessReference:
 
     def __init__(self, num_mel_bins: int = 64, level: float = 0.5, frontend: dict | None = None):
         self.level = level
-        self.config = {"frontend": frontend or {"num_mel_bins": num_mel_bins}}
+        self.config = ModelConfig(labels=tuple(self.labels),
+                                  frontend=FrontEndConfig.from_dict(dict(frontend or {"num_mel_bins": num_mel_bins})))
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         return _loudness_scores(x, self.level)

@@ -16,10 +16,11 @@ import argparse
 import json
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from realtime.detector import ONSET_ANCHORS, ONSET_SOURCES
+from realtime.config import ONSET_ANCHORS, ONSET_SOURCES
 from realtime.errors import ConfigError
 
 __all__ = ["ship", "PRETRAINED_NOTICE"]
@@ -68,46 +69,29 @@ def ship(checkpoint: str | Path, out: str | Path, threshold: float | None = None
             default the LICENSE beside the checkpoint named in the training provenance, where it exists.
     """
     from models.io import export_onnx, load
-    from realtime.detector import DetectorConfig
-    from realtime.events import EventTracker
 
     from .attribution import write_attribution
     from .datasets import load_split
 
     checkpoint, out = Path(checkpoint), Path(out)
     model, config = load(checkpoint)
-    config = dict(config)
-    thresholds = dict(config.get("thresholds") or {"default": 0.5, "per_class": {}})
-    if threshold is not None:
-        thresholds["default"] = float(threshold)
-    if onset_anchor is not None:
-        thresholds["onset_anchor"] = onset_anchor
-    if per_class is not None:
-        thresholds["per_class"] = {str(k): float(v) for k, v in per_class.items()}
-    if onset_source is not None:
-        thresholds["onset_source"] = onset_source
-    if merge_gap_s is not None:
-        thresholds["merge_gap_s"] = float(merge_gap_s)
-    if early_windows is not None:
-        thresholds["early_windows"] = bool(early_windows)
-    if backdate_onsets is not None:
-        thresholds["backdate_onsets"] = bool(backdate_onsets)
-    config["thresholds"] = thresholds
-    # Refuse what the runtime would refuse, with its own checks: the detector reads the anchor, the tracker
-    # the thresholds (both raise ValueError naming what is accepted).
-    det = DetectorConfig.from_model_config(config)
-    EventTracker(config["labels"], det.threshold, det.thresholds)
-    config["training"] = _merge(dict(config.get("training") or {}), extra or {})
-    _check_trained(model, config["training"])
+    # the changed settings go through the detection settings' own checks (a ConfigError names what is accepted)
+    changes = {"threshold": threshold, "onset_anchor": onset_anchor, "onset_source": onset_source,
+               "merge_gap_s": merge_gap_s, "early_windows": early_windows, "backdate_onsets": backdate_onsets,
+               "thresholds": {str(k): float(v) for k, v in per_class.items()} if per_class is not None else None}
+    detection = replace(config.detection, **{k: v for k, v in changes.items() if v is not None})
+    training = _merge(dict(config.training), extra or {})
+    config = replace(config, detection=detection, training=training)      # ModelConfig checks labels vs thresholds
+    _check_trained(model, config.training)
 
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("model.safetensors", "config.json", "model.onnx", "ATTRIBUTION.md"):
         (out / stale).unlink(missing_ok=True)
     shutil.copyfile(checkpoint / "model.safetensors", out / "model.safetensors")
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     export_onnx(model.eval(), out / "model.onnx", config)
 
-    tc = config["training"].get("train_config") or config["training"].get("sed_config") or {}
+    tc = config.training.get("train_config") or config.training.get("sed_config") or {}
     if tc.get("layout", "esc50") == "esc50" and tc.get("data"):
         ds = load_split("esc50", tc["data"], tc.get("train_folds"), tc.get("licenses"))
         lic = Path(license_txt) if license_txt else Path(tc["data"]) / "LICENSE.txt"
@@ -177,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ship: error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {out}: {', '.join(sorted(f.name for f in out.iterdir()))}")
-    from apps.cmd_export import verify_export
-    from models.io import load
+    from models.io import load, verify_export
 
     print(f"verify {out / 'model.onnx'}: {verify_export(load(out)[0].eval(), out / 'model.onnx')}")
     return 0
