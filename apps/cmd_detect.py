@@ -6,7 +6,9 @@ one error line. ``-o`` writes a temporary file beside the output and renames it 
 the files finished so far), and refuses to overwrite one of its inputs.
 
 In the TSV layout a tab, newline, carriage return or backslash in a file name is written as ``\\t``, ``\\n``,
-``\\r`` or ``\\\\``, so every row has exactly five fields.
+``\\r`` or ``\\\\``, so every row has exactly five fields. With ``--tags K`` the TSV gets a sixth column, ``kind``:
+``event`` for the event rows, ``tag`` for each file's K clip tags, which span the whole file (onset 0, offset the
+file's length), best first, with the tag's score.
 """
 from __future__ import annotations
 
@@ -45,13 +47,13 @@ def tsv_field(text: str) -> str:
     return text.translate(_TSV_ESCAPES)
 
 
-def _rows(name: str, events, tags):
+def _rows(name: str, events, tags, length_s: float):
     for e in events:
         if e.kind == "offset":
             yield {"filename": name, "onset": round(e.onset_s, 3), "offset": round(e.offset_s, 3),
                    "event_label": e.label, "score": round(e.score, 4)}
     for label, score in tags:
-        yield {"filename": name, "tag": label, "score": round(score, 4)}
+        yield {"filename": name, "tag": label, "score": round(score, 4), "onset": 0.0, "offset": round(length_s, 3)}
 
 
 def _check_output(output: str, files: list[str]) -> None:
@@ -102,13 +104,14 @@ def _detect_file(path: str, detectors: dict, args, engine):
         for i in range(0, block.shape[0], det.chunk_samples):
             events += det.push(block[i:i + det.chunk_samples])
     events += det.flush()
+    length_s = reader.frames_read / reader.rate
     tags = []
     if args.tags:
         scores = det.stream_tags()
         if scores is not None:
             order = scores.argsort()[::-1][: args.tags]
             tags = [(det.labels[i], float(scores[i])) for i in order]
-    return events, tags
+    return events, tags, length_s
 
 
 def run(args) -> int:
@@ -128,23 +131,25 @@ def run(args) -> int:
     done = False
     try:
         if args.format == "tsv":
-            out.write("filename\tonset\toffset\tevent_label\tscore\n")
+            out.write("filename\tonset\toffset\tevent_label\tscore" + ("\tkind\n" if args.tags else "\n"))
         for f in args.files:
             try:
-                events, tags = _detect_file(f, detectors, args, engine)
+                events, tags, length_s = _detect_file(f, detectors, args, engine)
             except (AedError, OSError) as e:
                 failures += 1
                 print(f"aed detect: skipping {f}: {e}", file=sys.stderr)
                 continue
             name = Path(f).name
-            for row in _rows(name, events, tags):
+            kind = "\tevent" if args.tags else ""
+            for row in _rows(name, events, tags, length_s):
                 if args.format == "jsonl":
                     out.write(json.dumps(row) + "\n")
                 elif "event_label" in row:
                     out.write(f"{tsv_field(name)}\t{row['onset']:.3f}\t{row['offset']:.3f}\t"
-                              f"{tsv_field(row['event_label'])}\t{row['score']:.4f}\n")
+                              f"{tsv_field(row['event_label'])}\t{row['score']:.4f}{kind}\n")
                 else:
-                    print(f"{tsv_field(name)}\ttag\t{row['tag']}\t{row['score']:.4f}", file=sys.stderr)
+                    out.write(f"{tsv_field(name)}\t{row['onset']:.3f}\t{row['offset']:.3f}\t"
+                              f"{tsv_field(row['tag'])}\t{row['score']:.4f}\ttag\n")
             out.flush()
         done = True
     finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 from apps.common import add_detector_args, add_model_args, detector_config, open_engine
@@ -97,6 +98,15 @@ def _no_nan(obj):
     return obj
 
 
+def trained_on(config, folds: list[int]) -> list[int]:
+    """The ESC-50 folds among ``folds`` that the model's training record says it was trained on."""
+    rec = dict(getattr(config, "training", None) or {})
+    trained = set(rec.get("train_folds") or [])
+    for key in ("train_config", "sed_config"):
+        trained |= set((rec.get(key) or {}).get("train_folds") or [])
+    return sorted(set(folds) & {int(f) for f in trained if isinstance(f, int) or str(f).isdigit()})
+
+
 def run(args: argparse.Namespace) -> int:
     from realtime import Detector
 
@@ -112,6 +122,12 @@ def run(args: argparse.Namespace) -> int:
     det = Detector(engine, detector_config(args, engine))
     labels = list(engine.labels)
     summary: dict = {"model": str(args.model or "default"), "engine": getattr(engine, "name", args.engine)}
+    seen = trained_on(engine.config, _folds(args.folds)) if (args.layout == "esc50" or args.synthesise) else []
+    if seen:
+        summary["warning"] = (f"the model was trained on ESC-50 fold(s) {seen}, which this run evaluates: the "
+                              "figures measure training data, not clips the model has never heard")
+        print(f"aed evaluate: WARNING: {summary['warning']}. Evaluate a model on folds outside its "
+              f"training folds for honest figures.", file=sys.stderr)
     if args.data:
         summary["clip"] = _clip_level(det, args, labels, out)
     if args.soundscapes:

@@ -1,5 +1,6 @@
 """`aed detect` and `aed listen` end to end: real files through the real decoders, a real exported model."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,3 +116,38 @@ def test_shipped_default_model_detects_the_dog_in_a_real_clip(capsys):
     assert 1.0 <= dogs[0]["onset"] < dogs[0]["offset"] <= 4.0, dogs  # the barks are at about 1.8-3.1 s
     assert [r["tag"] for r in rows if "tag" in r] == ["dog"], rows
     assert [r["event_label"] for r in rows if "event_label" in r] == ["dog"], rows   # and nothing else
+
+
+def test_detect_tsv_with_tags_keeps_them_in_the_file(onnx_model, tmp_path, capsys):
+    clip = esc50_clips(1)[0]
+    out = tmp_path / "o.tsv"
+    assert main(["detect", str(clip), "--model", str(onnx_model), "--tags", "2", "-o", str(out)]) == 0
+    assert "tag" not in capsys.readouterr().err
+    lines = out.read_text().splitlines()
+    assert lines[0].split("\t") == ["filename", "onset", "offset", "event_label", "score", "kind"]
+    rows = [ln.split("\t") for ln in lines[1:]]
+    assert all(len(r) == 6 for r in rows)
+    tags = [r for r in rows if r[5] == "tag"]
+    assert len(tags) == 2 and all(r[1] == "0.000" and abs(float(r[2]) - 5.0) < 0.01 for r in tags)
+    assert float(tags[0][4]) >= float(tags[1][4])
+    assert {r[5] for r in rows} <= {"event", "tag"}
+
+
+def test_evaluate_warns_when_the_folds_are_the_models_training_folds(tmp_path, capsys):
+    import models
+
+    clips = esc50_clips(2)
+    torch.manual_seed(0)
+    m = models.create_model("mn_test", num_classes=50)
+    labels = json.loads((Path(models.__file__).parent / "pretrained" / "aed_default" / "config.json").read_text())["labels"]
+    ckpt = models.save(m, tmp_path / "m", labels=labels, training={"train_folds": [1, 2]})
+    data = clips[0].parents[1]
+    code = main(["evaluate", "--model", str(ckpt), "--engine", "torch", "--data", str(data), "--folds", "1",
+                 "--max-clips", "2", "-o", str(tmp_path / "ev")])
+    err = capsys.readouterr().err
+    assert code == 0 and "WARNING" in err and "trained on ESC-50 fold(s) [1]" in err
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert "training data" in summary["warning"]
+    main(["evaluate", "--model", str(ckpt), "--engine", "torch", "--data", str(data), "--folds", "3",
+          "--max-clips", "2", "-o", str(tmp_path / "ev3")])
+    assert "WARNING" not in capsys.readouterr().err
