@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 
@@ -25,8 +26,9 @@ def run(args) -> int:
     from realtime.pipeline import LiveRunner
     from realtime.sources import FileSource
 
-    if args.duration is not None and args.duration <= 0:
-        raise UserError(f"--duration must be positive seconds, got {args.duration}")
+    if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
+        raise UserError(f"--duration must be a finite number of seconds greater than 0 (e.g. 10 or 2.5), "
+                        f"got {args.duration}")
     if args.fast and not args.source:
         raise UserError("--fast only applies with --source FILE")
     engine = open_engine(args)
@@ -50,9 +52,10 @@ def run(args) -> int:
         summary = runner.summary()
         summary["engine"] = getattr(engine, "name", type(engine).__name__)
         print(json.dumps({"summary": summary}), flush=True)
+        code = 0
         if runner.error is not None:
             print(f"aed listen: error: {runner.error}", file=sys.stderr)
-            return 1
-        return 0
+            code = 1
     finally:
         engine.close()
+    return code

@@ -1,8 +1,10 @@
-"""The live path: a source thread feeding a Detector on a worker thread, events out on a queue.
+"""The live path: a source thread feeding a Detector on a worker thread, events out through a callback.
 
 Capture (PortAudio's thread) only copies into the ring; this worker downmixes, resamples,
 computes features, runs the engine and tracks events. ``aed listen``, ``aed monitor`` and
-``aed profile`` all run through it.
+``aed profile`` all run through it. Audio that never reached the detector (ring overruns, clock
+discontinuities) arrives as gaps in stream order: the detector is told exactly where, so event
+times stay on the true timeline. Nothing the runner keeps grows with the length of a run.
 
 Example:
     >>> import numpy as np
@@ -19,14 +21,16 @@ Example:
 from __future__ import annotations
 
 import logging
-import queue
+import math
 import threading
 import time
+from collections import deque
 from typing import Any, Callable
 
 import numpy as np
 
 from realtime.capture import DeviceError, MicrophoneCapture
+from realtime.errors import ConfigError
 from realtime.events import Event
 from realtime.sources import ArraySource
 
@@ -43,22 +47,35 @@ class LiveRunner:
         source: a started-or-not :class:`MicrophoneCapture`, or an :class:`ArraySource`/``FileSource``.
         on_event: called on the worker thread for each event (keep it short).
         duration_s: stop after this much audio (None: until the source ends or :meth:`stop`).
+        keep: how many recent events and block waits to keep for inspection (bounded memory).
     """
 
     def __init__(self, detector, source: MicrophoneCapture | ArraySource,
-                 on_event: Callable[[Event], None] | None = None, duration_s: float | None = None):
+                 on_event: Callable[[Event], None] | None = None, duration_s: float | None = None,
+                 keep: int = 1000):
+        if duration_s is not None and not (math.isfinite(duration_s) and duration_s > 0):
+            raise ConfigError(f"duration must be a finite number of seconds > 0, or None; got {duration_s}")
         self.detector = detector
         self.source = source
         self.on_event = on_event
         self.duration_s = duration_s
-        self.events: "queue.Queue[Event]" = queue.Queue()
-        self.all_events: list[Event] = []
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._done = threading.Event()      # set when the worker has finished, source closed
         self.started_at: float | None = None
         self.finished_at: float | None = None
-        self.block_waits: list[float] = []      # seconds the worker waited for each block (ring wait)
+        self.recent_events: deque[Event] = deque(maxlen=keep)   # the last ``keep`` events
+        self.block_waits: deque[float] = deque(maxlen=keep)     # seconds the worker waited for each recent block
+        self.onsets = 0                 # onset events so far
+        self.events_total = 0           # events of either kind so far
+        self.gaps = 0                   # gaps the detector was told about (a stall of drops counts once)
+        self.gap_s = 0.0                # their total length in seconds
+
+    @property
+    def all_events(self) -> list[Event]:
+        """The most recent events (at most ``keep``; every event of a run shorter than that), oldest first."""
+        return list(self.recent_events)
 
     @property
     def source_rate(self) -> int:
@@ -72,33 +89,39 @@ class LiveRunner:
 
     def _emit(self, events: list[Event]) -> None:
         for e in events:
-            self.all_events.append(e)
-            self.events.put(e)
+            self.recent_events.append(e)
+            self.events_total += 1
+            self.onsets += e.kind == "onset"
             if self.on_event is not None:
                 self.on_event(e)
 
-    def _blocks(self):
-        if isinstance(self.source, MicrophoneCapture):
-            while not self._stop.is_set():
-                yield self.source.read(timeout=0.25)
-        else:
-            yield from self.source.blocks()
+    def _gap(self, det, gap) -> None:
+        rate = self.source_rate
+        seconds = gap.length / rate
+        self.gaps += 1
+        self.gap_s += seconds
+        why = "the detector fell behind and the ring overflowed" if gap.kind == "overrun" else \
+            "the input stream skipped (its clock jumped)"
+        log.warning("lost %.3f s of audio at %.3f s of the stream: %s", seconds, gap.start / rate, why)
+        self._emit(det.gap(seconds))
 
     def _work(self) -> None:
         det = self.detector
         limit = None if self.duration_s is None else int(self.duration_s * self.source_rate)
         fed = 0
-        ring = getattr(self.source, "ring", None)
+        live = isinstance(self.source, MicrophoneCapture)
         try:
             t_wait = time.perf_counter()
-            for block in self._blocks():
+            while not self._stop.is_set():
+                if live:
+                    block = self.source.read(timeout=0.25, until_gap=True)   # ends at the next gap
+                else:
+                    block = next(self._array_blocks, None)
+                    if block is None:
+                        break
                 self.block_waits.append(time.perf_counter() - t_wait)
                 if self._stop.is_set():
                     break
-                if ring is not None:
-                    for g in ring.take_gaps():
-                        log.warning("dropped %d samples (consumer too slow)", g.length)
-                        self._emit(det.gap(g.length / self.source_rate))
                 if limit is not None:
                     block = block[: max(0, limit - fed)]
                 if block.shape[0]:
@@ -106,6 +129,9 @@ class LiveRunner:
                     self._emit(det.push(block))
                 if limit is not None and fed >= limit:
                     break
+                if live:
+                    for g in self.source.take_gaps():          # in stream order: after the audio before them
+                        self._gap(det, g)
                 t_wait = time.perf_counter()
         except DeviceError as e:
             self.error = e
@@ -118,12 +144,17 @@ class LiveRunner:
                 self._emit(det.flush())
             except Exception as e:  # noqa: BLE001 - keep the first error, still finish cleanly
                 self.error = self.error or e
-            if isinstance(self.source, MicrophoneCapture):
-                self.source.stop()
-            self.finished_at = time.perf_counter()
+            try:
+                if live:
+                    self.source.stop()                          # bounded: never waits on a frozen server
+            finally:
+                self.finished_at = time.perf_counter()
+                self._done.set()
 
     def start(self) -> "LiveRunner":
         self._prepare()
+        if not isinstance(self.source, MicrophoneCapture):
+            self._array_blocks = iter(self.source.blocks())
         self.started_at = time.perf_counter()
         self._thread = threading.Thread(target=self._work, name="aed-detector", daemon=True)
         self._thread.start()
@@ -135,9 +166,13 @@ class LiveRunner:
             self.source.stop()
 
     def join(self, timeout: float | None = None) -> bool:
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
+        """Wait for the worker to finish (its source closed); True when it has."""
+        if self._thread is None:
+            return True
+        # an Event, not Thread.join: a join interrupted by Ctrl-C can report a live thread as finished (3.11)
+        if not self._done.wait(timeout):
+            return False
+        self._thread.join(1.0)
         return True
 
     @property
@@ -151,10 +186,15 @@ class LiveRunner:
                 pass
         except KeyboardInterrupt:
             self.stop()
-            self.join()
+            self.join(10.0)         # the worker stops within a read timeout plus a bounded stream close
 
     def summary(self) -> dict[str, Any]:
-        """Counts, overruns and per-stage timings, as ``aed listen`` prints them."""
+        """Counts, overruns, lost audio and per-stage timings, as ``aed listen`` prints them.
+
+        ``lost_s`` is all audio that never reached the detector: ring drops (``dropped_samples``) plus
+        spans the device never delivered; ``gaps`` counts the lost spans the detector was told about
+        (one per stall), ``stalls`` the pauses of the callback stream, ours or the sound server's.
+        """
         det = self.detector
         audio_s = det.samples_in / det.input_rate
         wall = (self.finished_at or time.perf_counter()) - (self.started_at or time.perf_counter())
@@ -165,10 +205,13 @@ class LiveRunner:
             "audio_s": round(audio_s, 3),
             "wall_s": round(wall, 3),
             "windows": det.windows_scored,
-            "events": sum(1 for e in self.all_events if e.kind == "onset"),
+            "events": self.onsets,
             "overruns": cap.overruns if cap else 0,
             "dropped_samples": cap.ring.dropped_samples if cap and cap.ring else 0,
             "input_overflows": cap.input_overflows if cap else 0,
+            "lost_s": round(cap.lost_s, 3) if cap else 0.0,
+            "gaps": self.gaps,
+            "stalls": cap.stalls if cap else 0,
             "rtf": round(compute / audio_s, 5) if audio_s > 0 else None,
             "stages": {k: {kk: round(vv, 4) for kk, vv in v.items()} for k, v in stages.items()},
             "error": None if self.error is None else str(self.error),

@@ -292,3 +292,26 @@ def test_missing_pyqtgraph_prints_what_to_install(tmp_path, capsys):
         rc = main(["monitor", "--source", str(path), "--duration", "1"])
     assert rc == 1
     assert "pip install 'aed[gui]'" in capsys.readouterr().err
+
+
+def test_status_line_shows_lost_audio(qt_modules, qtbot):
+    """The status bar reports lost audio (ring drops + clock discontinuities) next to the counts."""
+    from realtime.capture import MicrophoneCapture, StreamClock
+    from realtime.ring import RingBuffer
+    from tests.test_live_reliability import _drive
+
+    MonitorWindow, MonitorOptions, _ = qt_modules
+    win = MonitorWindow(LoudnessEngine(), MonitorOptions(window_s=1.0, hop_s=HOP_S))
+    qtbot.addWidget(win)
+    assert "lost 0.00 s" in win.count_label.text()
+    rate = 16000
+    cap = MicrophoneCapture(samplerate=rate, channels=1)
+    cap.samplerate, cap.channels = rate, 1
+    cap.ring, cap.clock = RingBuffer(2 * rate, 1), StreamClock(rate)
+    _drive(cap, tone_burst(rate, 6.0, 1.0, 0.2), rate, lost=(2.0, 1.2))     # 1.2 s never delivered ...
+    win.worker.source = cap                                                   # ... and 1 s more the ring dropped
+    st = win.worker.status()
+    assert st["lost_s"] == pytest.approx(cap.lost_s) and cap.ring.dropped_samples > 0
+    assert st["lost_s"] == pytest.approx(1.2 + cap.ring.dropped_samples / rate, abs=0.05)
+    win._update_status()
+    assert f"lost {st['lost_s']:.2f} s" in win.count_label.text(), win.count_label.text()

@@ -141,7 +141,7 @@ class WindowLayout:
         bar.addWidget(self.level_meter)
         bar.addWidget(self.level_label)
         self.stage_label = QtWidgets.QLabel("features – · inference – · post – ms")
-        self.count_label = QtWidgets.QLabel("overruns 0 · dropped 0")
+        self.count_label = QtWidgets.QLabel("overruns 0 · dropped 0 · lost 0.00 s")
         self.engine_label = QtWidgets.QLabel("no engine")
         self.state_label = QtWidgets.QLabel("stopped")
         for w in (self.stage_label, self.count_label, self.engine_label, self.state_label):

@@ -149,10 +149,9 @@ class MonitorWindow(WindowLayout, QtWidgets.QMainWindow):
         from realtime.detector import DetectorConfig
 
         self.engine = engine
-        self.model_config = DetectorConfig.from_model_config(getattr(engine, "config", None) or {},
-                                                             min_duration_s=self.options.min_duration_s,
-                                                             merge_gap_s=self.options.merge_gap_s,
-                                                             onset_anchor=self.options.onset_anchor)
+        self.model_config = DetectorConfig.from_model(getattr(engine, "config", None) or {}).override(
+            min_duration_s=self.options.min_duration_s, merge_gap_s=self.options.merge_gap_s,
+            onset_anchor=self.options.onset_anchor)
         labels = list(engine.labels)
         o = self.options
         cfg = self.model_config
@@ -394,7 +393,7 @@ class MonitorWindow(WindowLayout, QtWidgets.QMainWindow):
         if ms:
             self.stage_label.setText(" · ".join(f"{k} {v:.2f}" for k, v in ms.items()) + " ms")
         self.count_label.setText(f"overruns {st['overruns']} · dropped {st['dropped_samples']} · "
-                                 f"overflows {st['input_overflows']}")
+                                 f"overflows {st['input_overflows']} · lost {st['lost_s']:.2f} s")
 
     # ------------------------------------------------------------------------------------------
     # event list export

@@ -350,7 +350,7 @@ class MonitorWorker:
         return out
 
     def status(self) -> dict[str, Any]:
-        """Counters for the status bar: overruns, dropped samples, input overflows, stage ms."""
+        """Counters for the status bar: overruns, dropped samples, input overflows, lost audio (s), stage ms."""
         src = self.source
         ring = getattr(src, "ring", None)
         det = self.detector
@@ -358,6 +358,8 @@ class MonitorWorker:
             "overruns": getattr(ring, "overruns", 0) if ring is not None else 0,
             "dropped_samples": getattr(ring, "dropped_samples", 0) if ring is not None else 0,
             "input_overflows": getattr(src, "input_overflows", 0),
+            "lost_s": float(getattr(src, "lost_s", 0.0)),
+            "gaps": self.runner.gaps if self.runner is not None else 0,
             "stage_ms": recent_stage_ms(det.timer) if det is not None else {},
             "swaps": det.swaps if det is not None else 0,
         }
