@@ -45,8 +45,12 @@ $(VENV)/.pip-test: pyproject.toml | $(VENV)/bin/python
 install-run: $(VENV)/.apt-run $(VENV)/.pip-run
 install-test: $(VENV)/.apt-test $(VENV)/.pip-test
 
+# stderr also goes to .venv/.run-stderr, so that a failure to open the microphone can add how to replay a file instead
 run: install-run
-	$(VENV)/bin/aed listen $(ARGS)
+	@set -o pipefail; { $(VENV)/bin/aed listen $(ARGS) 2>&1 1>&3 | tee -i $(VENV)/.run-stderr >&2; } 3>&1 || { rc=$$?; \
+	  if grep -qE "input device|audio devices|PortAudio" $(VENV)/.run-stderr; then \
+	    echo 'make run: no usable microphone; replay a file through the live path instead: make run ARGS="--source FILE"' >&2; \
+	  fi; exit $$rc; }
 
 test: install-test
 	$(PY) -m pytest -q $(ARGS)

@@ -25,14 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
-        modname = f"apps.cmd_{name}"
-        try:
-            mod = importlib.import_module(modname)
-        except ModuleNotFoundError as e:
-            if e.name == modname:
-                continue  # subcommand not part of this build
-            raise
-        mod.register(sub)
+        importlib.import_module(f"apps.cmd_{name}").register(sub)
     return parser
 
 
@@ -76,17 +69,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 _OWN_PACKAGES = {"apps", "realtime", "models", "engines"}
 
-#: The extra that brings each optional module (``pip install 'aed[EXTRA]'``).
+#: The extra that brings each optional module (``pip install 'aed[EXTRA]'``; ``""`` is the base install).
 _MODULE_EXTRAS = {"torch": "torch", "torchaudio": "torch", "safetensors": "torch", "onnx": "torch",
-                  "tensorrt": "tensorrt", "cuda": "tensorrt", "pyqtgraph": "gui", "PySide6": "gui",
-                  "rich": "profile", "psutil": "profile", "matplotlib": "train", "tqdm": "train", "pandas": "train",
-                  "sed_eval": "train", "psds_eval": "train", "dcase_util": "train", "onnxruntime": "", "sounddevice": "",
-                  "soundfile": "", "soxr": ""}
+                  "onnxscript": "torch", "tensorrt": "tensorrt", "cuda": "tensorrt", "pyqtgraph": "gui",
+                  "PySide6": "gui", "rich": "profile", "psutil": "profile", "matplotlib": "train", "tqdm": "train",
+                  "pandas": "train", "sed_eval": "train", "psds_eval": "train", "dcase_util": "train",
+                  "onnxruntime": "", "sounddevice": "", "soundfile": "", "soxr": ""}
+
+#: The extras each command needs on top of the base install (pyproject.toml's optional-dependencies). A missing
+#: module that one of them brings is answered with all of them, so one install is enough; matplotlib, which
+#: both ``profile`` and ``train`` bring, is answered with the command's own.
+_COMMAND_EXTRAS = {"models": ("torch",), "export": ("torch",), "import-checkpoint": ("torch",),
+                   "train": ("torch", "train"), "evaluate": ("torch", "train"), "profile": ("profile",),
+                   "monitor": ("gui",), "build-engine": ("tensorrt",)}
+_EXTRA_ALSO = {"profile": {"matplotlib"}}  # modules an extra brings besides those _MODULE_EXTRAS assigns to it
 
 
 def missing_module_message(module: str, command: str) -> str:
-    """One line for a missing optional module: what needs it and the extra that installs it."""
+    """One line for a missing optional module: what needs it and the extra(s) that install it.
+
+    Example:
+        >>> missing_module_message("torch", "train").split("install it with: ")[1]
+        "pip install 'aed[torch,train]'"
+    """
     extra = _MODULE_EXTRAS.get(module)
+    wanted = _COMMAND_EXTRAS.get(command, ())
+    if any(extra == x or module in _EXTRA_ALSO.get(x, ()) for x in wanted):
+        extra = ",".join(wanted)
     how = (f"pip install 'aed[{extra}]'" if extra else "pip install -e . (the base install)") if extra is not None \
         else f"pip install {module}"
     return f"'aed {command}' needs the Python package '{module}', which is not installed; install it with: {how}"

@@ -3,6 +3,14 @@ from __future__ import annotations
 
 import json
 
+#: What to try when PortAudio sees no input device (printed under "no input devices found").
+NO_DEVICES_HINT = """\
+  - is a sound server running and reachable from this shell? check with `pactl info` (PulseAudio/PipeWire)
+    or `arecord -l` (ALSA); on Debian, PortAudio reaches PulseAudio through libasound2-plugins
+  - a device that is not listed can still be tried by index or name: aed listen --device N
+  - no microphone at all: replay a file through the live path with aed listen --source FILE
+    (make run ARGS="--source FILE"), or detect events in files with aed detect FILE..."""
+
 
 def register(sub) -> None:
     p = sub.add_parser("devices", help="list audio input devices")
@@ -19,6 +27,7 @@ def run(args) -> int:
         return 0
     if not devs:
         print("no input devices found")
+        print(NO_DEVICES_HINT)
         return 0
     print(f"{'':1} {'index':>5}  {'channels':>8}  {'rate':>7}  {'host API':<12} name")
     for d in devs:

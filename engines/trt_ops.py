@@ -100,7 +100,7 @@ class OpSupportReport:
 def check_op_support(model: str | Path | OnnxInfo, supported: set[str] | OpTable | None = None) -> OpSupportReport:
     """Check every operator of an ONNX graph against TensorRT's ONNX-parser operator list.
 
-    Also flags the export pitfalls recorded in ARCHITECTURE.md: GridSample at opset >= 20 (written
+    Also flags the export pitfalls recorded in docs/ARCHITECTURE.md: GridSample at opset >= 20 (written
     with mode ``linear``, which the parser replaces by nearest without an error) and a default-domain
     opset below 17 (no native LayerNormalization, so FP16 cannot keep it in FP32). The table's
     restrictions for operators present in the graph come back as ``notes`` (not failures).

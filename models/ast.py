@@ -189,12 +189,6 @@ class AST(AEDModel):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def set_fused_attn(self, enable: bool) -> None:
-        """Switch every attention layer between the fused SDPA path and the plain path."""
-        for m in self.modules():
-            if hasattr(m, "fused_attn"):
-                m.fused_attn = enable
-
     def get_classifier(self) -> list[nn.Module]:
         """The head modules (trainable in parameter-efficient fine-tuning)."""
         return [m for m in (self.head_norm, self.head, self.frame_head_norm, self.frame_head) if m is not None]

@@ -11,7 +11,8 @@ frequency, columns = time). Then:
 3. four stages, a 3x3 stride-2 conv between them (``ceil`` sizes: no length has to divide anything); each block
    is ``x + DWConv3x3(x)`` (conditional position encoding), ``x + Attn(LN(x))``, ``x + MLP(LN(x))``, with
    deformable attention (key/value strides like DAT++'s ``[8, 4, 2, 1]``) or, for the ablation, plain global
-   multi-head attention (``attn='standard'``); either can be differential (``diff=True``);
+   multi-head attention (``attn='standard'``); either can be differential (``diff=True``, the same heads as
+   ``attn='diff'`` elsewhere: each head becomes a differential head of two softmax maps);
 4. LayerNorm, mean over frequency → ``(B, T', D)`` with ``T' = ceil(T / 32)`` (320 ms per frame); a frame-wise
    head on every frame and a clip head on the mean over frames.
 
@@ -73,9 +74,10 @@ class DATARBlock(nn.Module):
 
     Args:
         dim: channels.
-        num_heads: softmax heads.
+        num_heads: attention heads.
         attn: ``'deformable'`` or ``'standard'`` (global multi-head attention over all H*W tokens).
-        diff: differential attention.
+        diff: differential attention; each head then has two softmax maps half as wide, for either ``attn``
+            (the convention of :class:`models.layers.attention.DiffAttention`).
         depth: global block index (differential attention's λ_init).
         kv_stride: key/value sampling stride of deformable attention.
         num_groups: offset groups of deformable attention.
@@ -160,7 +162,7 @@ class DATAR(AEDModel):
         t_max: longest accepted window in frames.
         dims: channels of the four stages.
         depths: blocks per stage.
-        num_heads: softmax heads per stage.
+        num_heads: attention heads per stage (differential heads with ``diff``).
         num_groups: offset groups per stage.
         kv_strides: key/value sampling stride per stage (DAT++: 8, 4, 2, 1).
         offset_range: offset range factor per stage, in units of the reference spacing.

@@ -81,7 +81,7 @@ def test_hf_checkpoint_with_fresh_aat_adapters_and_roundtrip(hf_model, hf_input,
     torch.testing.assert_close(clip, _hf_logits(hf_model, hf_input), atol=1e-4, rtol=0)
     save(ours, tmp_path / "ours")  # labels come from the HF config
     again, config = load(tmp_path / "ours")
-    assert config["labels"] == [f"sound_{i}" for i in range(LABELS)]
+    assert list(config.labels) == [f"sound_{i}" for i in range(LABELS)]
     with torch.no_grad():
         torch.testing.assert_close(again.forward_logits(hf_input)[0], clip, atol=0, rtol=0)
 

@@ -7,17 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
 import models
 from models.datar import DATAR, InputAdaptor, datar_test
-from models.layers.attention import lambda_init_fn
+from models.layers.attention import DiffAttention, diff_head_dim, diff_lambda, lambda_init_fn
 from models.layers.deformable import DeformableAttention2d
+from tests.helpers_onnx import assert_tensorrt_ops, ort_session
 
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
-
-TRT_OPS = Path(models.__file__).resolve().parent / "data" / "trt_onnx_ops.json"
 
 
 def _frames(t: int) -> int:
@@ -154,51 +154,84 @@ def test_gradients_reach_offset_network_and_adaptor() -> None:
         assert p.grad.abs().sum() > 0, f"input adaptor parameter {name} has a zero gradient"
 
 
+class _GridSampleRecorder(TorchFunctionMode):
+    """Records the ``(input, grid)`` of every ``F.grid_sample`` call: the sampling points a deformable layer uses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[tuple[int, ...], torch.Tensor]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.grid_sample:
+            self.calls.append((tuple(args[0].shape), args[1].detach().clone()))
+        return func(*args, **kwargs)
+
+
+def _offsets_seen(layer: DeformableAttention2d, shape: tuple[int, ...], grid: torch.Tensor) -> torch.Tensor:
+    """Offsets of the sampling points from their reference points, in reference spacings: ``(B*G, Hk, Wk, 2)``.
+
+    Read back from the ``grid`` that ``forward`` handed ``grid_sample`` (``(B*G, 1, Nk, 2)``, (time, freq) in
+    ``[-1, 1]`` with ``align_corners=True``) on an input map of ``shape`` ``(B*G, C/G, H, W)``.
+    """
+    H, W = shape[2], shape[3]
+    sf, st = layer.kv_stride
+    Hk, Wk = math.ceil(H / sf), math.ceil(W / st)
+    pos = (grid.reshape(-1, Hk, Wk, 2) + 1.0) / 2.0 * torch.tensor([max(W - 1, 1), max(H - 1, 1)])  # pixels
+    ref_t, ref_f = torch.meshgrid(torch.arange(Wk) * st * 1.0, torch.arange(Hk) * sf * 1.0, indexing="xy")
+    ref = torch.stack([ref_t, ref_f], dim=-1)  # (Hk, Wk, 2), (time, freq)
+    return (pos - ref) / torch.tensor([float(st), float(sf)])
+
+
 def test_offsets_stay_inside_range_factor() -> None:
     torch.manual_seed(0)
     layer = DeformableAttention2d(32, num_heads=4, num_groups=2, kv_stride=(2, 3), offset_range=1.5).eval()
     with torch.no_grad():
         layer.conv_offset[-1].weight.mul_(100.0)  # the offset net ends in LayerNorm -> GELU -> 1x1: saturate tanh
-        q = layer.proj_q(torch.randn(2, 32, 9, 40))
-        offsets = layer.compute_offsets(q)
-        pos_f, pos_t = layer.sampling_positions(offsets)
-    assert offsets.shape == (4, 2, 5, 14)  # (B*G, 2, ceil(9/2), ceil(40/3))
-    assert offsets.abs().max() <= 1.5 + 1e-6
+    recorder = _GridSampleRecorder()
+    with torch.no_grad(), recorder:
+        layer(torch.randn(2, 32, 9, 40))
+    assert len(recorder.calls) == 1
+    shape, grid = recorder.calls[0]
+    assert shape == (4, 16, 9, 40) and grid.shape == (4, 1, 5 * 14, 2)  # (B*G, 1, ceil(9/2) * ceil(40/3), 2)
+    offsets = _offsets_seen(layer, shape, grid)
+    assert offsets.abs().max() <= 1.5 + 1e-4
     assert offsets.abs().max() > 1.4  # the bound is actually reached, so the check has teeth
-    ref_f = torch.arange(5.0).reshape(1, 5, 1) * 2
-    ref_t = torch.arange(14.0).reshape(1, 1, 14) * 3
-    assert (pos_f - ref_f).abs().max() <= 1.5 * 2 + 1e-5  # in pixels: range x stride
-    assert (pos_t - ref_t).abs().max() <= 1.5 * 3 + 1e-5
+    assert (offsets[..., 0].abs() > 1.4).any() and (offsets[..., 1].abs() > 1.4).any()  # both axes move
+    # in pixels: a point never leaves range x stride of its reference, whatever the map size
+    pixels = offsets * torch.tensor([3.0, 2.0])
+    assert pixels[..., 0].abs().max() <= 1.5 * 3 + 1e-4 and pixels[..., 1].abs().max() <= 1.5 * 2 + 1e-4
 
     # the same bound in the full model, on every deformable layer
     model = _model()
+    layers = [m for m in model.modules() if isinstance(m, DeformableAttention2d)]
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, DeformableAttention2d):
-                m.conv_offset[-1].weight.mul_(100.0)
-    seen = []
-
-    def hook(mod: DeformableAttention2d, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        seen.append((mod.compute_offsets(mod.proj_q(args[0])).abs().max().item(), mod.offset_range))
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, DeformableAttention2d)]
-    with torch.no_grad():
+        for m in layers:
+            m.conv_offset[-1].weight.mul_(100.0)
+    recorder = _GridSampleRecorder()
+    with torch.no_grad(), recorder:
         model(torch.randn(1, 200, 64))
-    for h in handles:
-        h.remove()
-    assert len(seen) == 4 and all(0.9 * r < m <= r + 1e-6 for m, r in seen)
+    assert len(recorder.calls) == len(layers) == 4  # one grid_sample per deformable layer, in order
+    for m, (shape, grid) in zip(layers, recorder.calls):
+        largest = _offsets_seen(m, shape, grid).abs().max().item()
+        assert 0.9 * m.offset_range < largest <= m.offset_range + 1e-4, (m.kv_stride, largest)
 
 
 # ----------------------------------------------------------------------------------------------- reference grid
 def _plain_reference_attention(layer: DeformableAttention2d, x: torch.Tensor) -> torch.Tensor:
-    """Attention over the uniform grid x[:, :, ::s_f, ::s_t], written without grid_sample."""
+    """Attention over the uniform grid x[:, :, ::s_f, ::s_t], written without grid_sample.
+
+    ``m`` softmax maps of width ``d``: one per head, or (``diff``) two per differential head, ``d = C / (2 heads)``.
+    """
     B, C, H, W = x.shape
     sf, st = layer.kv_stride
-    G, h, d = layer.num_groups, layer.num_heads, layer.head_dim
+    G, h = layer.num_groups, layer.num_heads
+    m = 2 * h if layer.diff else h
+    d = C // m
     kv = x[:, :, ::sf, ::st]
     Hk, Wk = kv.shape[2], kv.shape[3]
-    q = layer.proj_q(x).reshape(B, h, d, H * W).transpose(2, 3)  # (B, h, Nq, d)
-    k = layer.proj_k(kv).reshape(B, h, d, Hk * Wk).transpose(2, 3)  # (B, h, Nk, d)
+    q = layer.proj_q(x).reshape(B, m, d, H * W).transpose(2, 3)  # (B, m, Nq, d)
+    k = layer.proj_k(kv).reshape(B, m, d, Hk * Wk).transpose(2, 3)  # (B, m, Nk, d)
     v_flat = layer.proj_v(kv).reshape(B, C, Hk * Wk)
     # bias at (query - reference point), in pixels, per head: frequency term + time term
     qy, qx = torch.meshgrid(torch.arange(H * 1.0), torch.arange(W * 1.0), indexing="ij")
@@ -207,17 +240,17 @@ def _plain_reference_attention(layer: DeformableAttention2d, x: torch.Tensor) ->
     dx = (qx.reshape(-1, 1) - kx.reshape(1, -1)).unsqueeze(-1)
     bias = (layer.rpb_f(torch.sign(dy) * torch.log2(1 + dy.abs()) / 3)
             + layer.rpb_t(torch.sign(dx) * torch.log2(1 + dx.abs()) / 3))
-    bias = bias.permute(2, 0, 1)  # (h/G, Nq, Nk), the same for every group (same reference grid)
-    bias = bias.repeat(G, 1, 1).unsqueeze(0)  # (1, h, Nq, Nk)
+    bias = bias.permute(2, 0, 1)  # (m/G, Nq, Nk), the same for every group (same reference grid)
+    bias = bias.repeat(G, 1, 1).unsqueeze(0)  # (1, m, Nq, Nk)
     if not layer.diff:
-        v = v_flat.reshape(B, h, d, -1).transpose(2, 3)
+        v = v_flat.reshape(B, m, d, -1).transpose(2, 3)
         attn = torch.softmax(q @ k.transpose(2, 3) / math.sqrt(d) + bias, dim=-1)
         out = (attn @ v).transpose(2, 3).reshape(B, C, H, W)
     else:
         lam = (math.exp(float(layer.lambda_q1 @ layer.lambda_k1)) - math.exp(float(layer.lambda_q2 @ layer.lambda_k2))
                + lambda_init_fn(0))
         outs = []
-        for j in range(h // 2):
+        for j in range(h):  # differential head j: maps 2j and 2j + 1, value channels [2jd, (2j + 2)d)
             a1 = torch.softmax(q[:, 2 * j] @ k[:, 2 * j].transpose(1, 2) / math.sqrt(d) + bias[:, 2 * j], -1)
             a2 = torch.softmax(q[:, 2 * j + 1] @ k[:, 2 * j + 1].transpose(1, 2) / math.sqrt(d)
                                + bias[:, 2 * j + 1], -1)
@@ -255,6 +288,58 @@ def test_fused_attention_equals_plain(diff: bool) -> None:
     torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("depth", [0, 3])
+def test_differential_attention_one_lambda_and_one_head_convention(depth: int) -> None:
+    torch.manual_seed(0)
+    flat = DiffAttention(32, num_heads=2, depth=depth, fused_attn=False).eval()  # attn='diff' of AST and DATAR
+    deform = DeformableAttention2d(32, num_heads=2, kv_stride=1, diff=True, depth=depth, rpb_hidden=0).eval()
+    # one head convention: 2 heads of two 8-wide softmax maps each, 16-wide values, the same lambda vectors
+    assert flat.head_dim == deform.head_dim == diff_head_dim(32, 2) == 8 and deform.num_maps == 4
+    assert flat.norm.weight.shape == deform.head_norm.weight.shape == (16,)
+    names = ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2")
+    assert [getattr(flat, n).shape for n in names] == [getattr(deform, n).shape for n in names] == [(8,)] * 4
+    assert flat.lambda_init == deform.lambda_init == pytest.approx(lambda_init_fn(depth))
+    # one lambda helper: the same vectors give the same lambda in both, the Diff-Transformer formula
+    with torch.no_grad():
+        for n in names:
+            getattr(deform, n).copy_(getattr(flat, n))
+    q1, k1, q2, k2 = (getattr(flat, n).detach().double() for n in names)
+    expected = math.exp(float(q1 @ k1)) - math.exp(float(q2 @ k2)) + lambda_init_fn(depth)
+    assert float(flat.lambda_value().detach()) == pytest.approx(expected, rel=1e-6)
+    assert torch.equal(flat.lambda_value(), deform.lambda_value())
+    assert torch.equal(deform.lambda_value(), diff_lambda(*(getattr(deform, n) for n in names), deform.lambda_init))
+
+    # the same heads: unmoved stride-1 sampling points (every pixel) and the same projections make the deformable
+    # layer the flat one over the H*W tokens
+    D = 32
+    with torch.no_grad():
+        deform.conv_offset[-1].weight.zero_()
+        for i, conv in enumerate((deform.proj_q, deform.proj_k, deform.proj_v)):
+            conv.weight.copy_(flat.qkv.weight[i * D:(i + 1) * D].reshape(D, D, 1, 1))
+            conv.bias.copy_(flat.qkv.bias[i * D:(i + 1) * D])
+        deform.proj_out.weight.copy_(flat.proj.weight.reshape(D, D, 1, 1))
+        deform.proj_out.bias.copy_(flat.proj.bias)
+        deform.head_norm.weight.copy_(torch.rand(16) + 0.5)
+        flat.norm.weight.copy_(deform.head_norm.weight)
+        x = torch.randn(2, D, 3, 5)
+        ours = deform(x)
+        ref = flat(x.flatten(2).transpose(1, 2)).transpose(1, 2).reshape_as(x)  # (B, C, H, W) <-> (B, H*W, C)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_datar_diff_blocks_have_the_heads_of_attn_diff() -> None:
+    from models.datar import DATARBlock
+
+    deform = DATARBlock(32, 2, attn="deformable", diff=True, depth=1).attn
+    standard = DATARBlock(32, 2, attn="standard", diff=True, depth=1).attn
+    assert isinstance(standard, DiffAttention)
+    assert deform.num_heads == standard.num_heads == 2 and deform.head_dim == standard.head_dim == 8
+    assert deform.lambda_q1.shape == standard.lambda_q1.shape and deform.lambda_init == standard.lambda_init
+    DeformableAttention2d(48, num_heads=3, num_groups=3, diff=True)  # one head per group: no pairing needed any more
+    with pytest.raises(ValueError, match="2 \\* num_heads dividing dim"):
+        DeformableAttention2d(36, num_heads=4, diff=True)
+
+
 @pytest.mark.parametrize("hw", [(1, 1), (1, 5), (3, 1)])
 def test_tiny_feature_maps(hw: tuple[int, int]) -> None:
     torch.manual_seed(0)
@@ -271,13 +356,6 @@ def test_tiny_feature_maps(hw: tuple[int, int]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- export
-def _ort_session(path: Path) -> "ort.InferenceSession":
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 @pytest.fixture(scope="module",
                 params=[("datar_test", False, 100), ("datar_test", True, 333), ("datar_nano", False, 100)],
                 ids=["softmax-traced-at-100", "diff-traced-at-333", "nano-traced-at-100"])
@@ -291,7 +369,7 @@ def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
 def test_export_parity_at_other_lengths(exported: tuple[DATAR, Path]) -> None:
     model, path = exported
-    sess = _ort_session(path)
+    sess = ort_session(path)
     assert [i.name for i in sess.get_inputs()] == ["fbank"]
     assert [o.name for o in sess.get_outputs()] == ["scores", "frame_scores"]
     rng = np.random.default_rng(0)
@@ -318,14 +396,8 @@ def test_export_grid_sample_is_bilinear_at_opset_17(exported: tuple[DATAR, Path]
 
 
 def test_exported_ops_are_tensorrt_parser_ops(exported: tuple[DATAR, Path]) -> None:
-    if not TRT_OPS.is_file():
-        pytest.skip(f"{TRT_OPS} (the TensorRT ONNX parser's operator list) is missing")
-    from engines.trt_build import load_supported_ops
-
-    supported = load_supported_ops(TRT_OPS)
     _, path = exported
-    used = {n.op_type for n in onnx.load(str(path)).graph.node}
-    assert used - supported == set(), f"operators not in {TRT_OPS.name}: {sorted(used - supported)}"
+    assert_tensorrt_ops(path)
 
 
 def test_save_load_roundtrip(tmp_path: Path) -> None:
@@ -335,4 +407,4 @@ def test_save_load_roundtrip(tmp_path: Path) -> None:
     x = torch.randn(1, 77, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(x), model(x))
-    assert config["name"] == "datar_test"
+    assert config.name == "datar_test"

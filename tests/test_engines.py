@@ -18,6 +18,8 @@ from engines.trt_build import (
     BuildEnv, GpuInfo, OpTable, ProfileShapes, cache_key, cache_key_fields, check_op_support, ensure_engine,
     make_profile, plan_status, read_plan, stale_reasons, write_plan,
 )
+from realtime.config import ModelConfig
+from tests.helpers_onnx import assert_tensorrt_ops
 
 ROOT = Path(__file__).resolve().parents[1]
 F, C = 16, 5
@@ -112,7 +114,8 @@ def test_onnxruntime_matches_reference_and_reads_config(tiny):
     path, w = tiny
     x = np.random.default_rng(1).standard_normal((3, 100, F)).astype(np.float32)
     with create_engine("onnxruntime", path) as eng:
-        assert eng.name == "onnxruntime" and eng.labels == CONFIG["labels"] and eng.config == CONFIG
+        assert eng.name == "onnxruntime" and eng.labels == CONFIG["labels"]
+        assert eng.config == ModelConfig.from_dict(CONFIG)  # the metadata, read through the one schema
         assert (eng.spec.num_mel_bins, eng.spec.t_min, eng.spec.t_max) == (F, 50, 1024)
         assert eng.providers == ["CPUExecutionProvider"]
         y = eng.infer(x)
@@ -196,13 +199,14 @@ def test_auto_picks_onnxruntime_here(tiny, caplog):
     assert "onnxruntime" in engines.available_engines()
 
 
-def test_default_model_path_explains_when_absent():
-    try:
-        path = engines.default_model_path()
-    except FileNotFoundError as e:
-        assert "no trained default model is shipped yet" in str(e) and "--model" in str(e)
-    else:
-        assert (path / "config.json").is_file() and path.name == "aed_default"
+def test_default_model_path_finds_the_shipped_model_and_explains_when_absent(monkeypatch):
+    path = engines.default_model_path()  # the project ships one: not finding it is a failure
+    assert path.name == "aed_default"
+    assert all((path / f).is_file() for f in ("config.json", "model.safetensors", "model.onnx", "ATTRIBUTION.md"))
+    monkeypatch.setattr(engines, "DEFAULT_MODEL_NAME", "no_such_model")
+    with pytest.raises(FileNotFoundError, match="no trained default model") as err:
+        engines.default_model_path()
+    assert "--model PATH" in str(err.value) and "no_such_model" in str(err.value)
 
 
 # --------------------------------------------------------------------------- TensorRT build logic (no TensorRT)
@@ -265,7 +269,7 @@ def test_engine_cache_reuses_and_invalidates(tmp_path):
     assert len(build.calls) == 1 and first.parent == tmp_path / "cache"
     assert ensure_engine(onnx_path, env=ENV, **kw) == first and len(build.calls) == 1       # cached
     header, blob = read_plan(first)
-    assert blob == b"engine#1:fp32" and header["config"] == CONFIG
+    assert blob == b"engine#1:fp32" and header["config"] == ModelConfig.from_dict(CONFIG).to_dict()
     assert header["key_fields"]["tensorrt"] == ENV.trt_version
 
     for env, precision in [(BuildEnv("10.10.0.1", ENV.gpu), "fp32"),                               # TRT upgrade
@@ -398,8 +402,7 @@ def exported(request, tmp_path_factory):
     """``aed export NAME -o NAME.onnx --checkpoint DIR --int8`` for each ``*_test`` variant."""
     pytest.importorskip("torch")
     models = pytest.importorskip("models")
-    if not models.is_model(request.param):
-        pytest.skip(f"model {request.param} is not registered in this build")
+    assert models.is_model(request.param), f"{request.param} is not registered"
     d = tmp_path_factory.mktemp(request.param)
     rc = _cli(["export", request.param, "-o", str(d / "model.onnx"), "--checkpoint", str(d / "ckpt"), "--int8",
                "--no-verify"])
@@ -469,14 +472,7 @@ def test_torch_engine_rejects_cuda_options_on_cpu(exported):
 
 def test_exported_models_pass_the_tensorrt_op_check(exported):
     _, d = exported
-    try:
-        from engines.trt_build import load_supported_ops
-        supported = load_supported_ops()
-    except FileNotFoundError as e:
-        pytest.skip(f"TensorRT operator list not shipped yet: {e}")
-    report = check_op_support(d / "model.onnx")
-    assert report.ok, report.summary()
-    assert all(op in supported for op in report.ops)
+    assert_tensorrt_ops(d / "model.onnx")
     # the INT8 model's integer ops are not TensorRT ops: the check says so before any build
     q = check_op_support(d / "model.int8.onnx")
     assert not q.ok and "MatMulInteger" in q.unsupported

@@ -9,24 +9,18 @@ import pytest
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
 
 from models import create_model, export_onnx, list_models, load, save  # noqa: E402
-from realtime.config import FrontEndConfig, WindowConfig  # noqa: E402
+from realtime.config import FrontEndConfig, ModelConfig, WindowConfig  # noqa: E402
+from realtime.errors import ConfigError  # noqa: E402
+from tests.helpers_onnx import assert_tensorrt_ops, ort_session, trt_op_list  # noqa: E402
 
-TRT_OPS = json.loads((Path(__file__).resolve().parents[1] / "models" / "data" / "trt_onnx_ops.json").read_text())
 LENGTHS = (50, 100, 500)  # 0.5 s, 1 s, 5 s
 
 
-def _session(path: Path) -> "ort.InferenceSession":
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def _check_parity(model, path: Path, lengths=LENGTHS) -> None:
-    sess = _session(path)
+    sess = ort_session(path)
     outputs = [o.name for o in sess.get_outputs()]
     for i, T in enumerate(lengths):
         x = torch.randn(1 + i, T, model.num_mel_bins, generator=torch.Generator().manual_seed(T))
@@ -38,23 +32,11 @@ def _check_parity(model, path: Path, lengths=LENGTHS) -> None:
             np.testing.assert_allclose(got["frame_scores"], frames.numpy(), atol=1e-4, rtol=0, err_msg=f"T={T}")
 
 
-def _ops_outside_trt(path: Path) -> set[str]:
-    graph = onnx.load(str(path)).graph
-    ops: set[str] = set()
-    stack = [graph]
-    while stack:  # walk subgraphs (If/Loop bodies) too
-        g = stack.pop()
-        for node in g.node:
-            ops.add(node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}")
-            stack.extend(a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH)
-            stack.extend(a.graphs for a in node.attribute if a.type == onnx.AttributeProto.GRAPHS)
-    return ops - set(TRT_OPS["supported"])
-
-
 def test_trt_op_list_is_sourced():
-    assert TRT_OPS["source"].startswith("https://github.com/onnx/onnx-tensorrt")
-    assert TRT_OPS["tensorrt_version"] and "LayerNormalization" in TRT_OPS["supported"]
-    assert "IsInf" in TRT_OPS["supported"] and "Unique" in TRT_OPS["unsupported"]
+    ops = trt_op_list()
+    assert ops["source"].startswith("https://github.com/onnx/onnx-tensorrt")
+    assert ops["tensorrt_version"] and "LayerNormalization" in ops["supported"]
+    assert "IsInf" in ops["supported"] and "Unique" in ops["unsupported"]
 
 
 # ---------------------------------------------------------------------------------------------- save / load
@@ -70,11 +52,11 @@ def test_save_load_roundtrip(name, tmp_path):
          thresholds={"default": 0.4, "per_class": {"c0": 0.3}}, training={"data": "synthetic"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
     loaded, config = load(tmp_path)
-    assert config["name"] == name and config["labels"] == labels
-    assert FrontEndConfig.from_dict(config["frontend"]) == fe
-    assert config["window"] == {"window_s": 1.0, "hop_s": 0.2}
-    assert config["input"] == {"num_mel_bins": model.num_mel_bins, "t_min": model.t_min, "t_max": model.t_max}
-    assert config["output_activation"] == model.output_activation and config["training"] == {"data": "synthetic"}
+    assert config.name == name and list(config.labels) == labels
+    assert config.frontend == fe and config.num_mel_bins == model.num_mel_bins
+    assert config.window == WindowConfig(1.0, 0.2)
+    assert (config.input.t_min, config.input.t_max) == (model.t_min, model.t_max)
+    assert config.output_activation == model.output_activation and dict(config.training) == {"data": "synthetic"}
     x = torch.randn(2, 100, model.num_mel_bins)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), atol=0, rtol=0)
@@ -84,9 +66,9 @@ def test_save_load_keeps_kwargs(tmp_path):
     model = create_model("ast_test", attn="diff", adapter="loaa", loaa_axes=["freq", "time"], num_classes=4)
     save(model, tmp_path)
     loaded, config = load(tmp_path)
-    assert config["kwargs"] == {"attn": "diff", "adapter": "loaa", "loaa_axes": ["freq", "time"], "num_classes": 4}
-    assert config["labels"] == ["class_0", "class_1", "class_2", "class_3"]
-    assert config["frontend"]["num_mel_bins"] == 64
+    assert dict(config.kwargs) == {"attn": "diff", "adapter": "loaa", "loaa_axes": ["freq", "time"], "num_classes": 4}
+    assert list(config.labels) == ["class_0", "class_1", "class_2", "class_3"]
+    assert config.frontend.num_mel_bins == 64
     assert [b.mlp_adapter.axis for b in loaded.blocks] == ["freq", "time"]
 
 
@@ -139,9 +121,9 @@ def test_export_contract(name, tmp_path):
     assert proto.graph.output[0].name == "scores"
     meta = {p.key: p.value for p in proto.metadata_props}
     config = json.loads(meta["aed_config"])
-    assert config["name"] == name and config["input"]["num_mel_bins"] == model.num_mel_bins
+    assert config["name"] == name and config["frontend"]["num_mel_bins"] == model.num_mel_bins  # stored once
     _check_parity(model, path)
-    assert not _ops_outside_trt(path), f"ops TensorRT's ONNX parser does not support: {_ops_outside_trt(path)}"
+    assert_tensorrt_ops(path)
 
 
 @pytest.mark.parametrize("attn,adapter", [("mha", None), ("diff", None), ("asda", None), ("mha", "aat"),
@@ -157,14 +139,18 @@ def test_export_ast_options_parity_at_three_lengths(attn, adapter, tmp_path):
     names = [o.name for o in onnx.load(str(path)).graph.output]
     assert names == ["scores", "frame_scores"]
     _check_parity(model, path)
-    assert not _ops_outside_trt(path)
+    assert_tensorrt_ops(path)
     assert model.blocks[0].attn.fused_attn  # the fused flag is restored after export
 
 
 def test_export_embeds_given_config_and_keeps_training_mode(tmp_path):
     model = create_model("ast_test").train()
-    cfg = {"name": "ast_test", "labels": ["x"] * 10, "custom": 1}
+    cfg = {"name": "ast_test", "labels": [f"x{i}" for i in range(10)], "training": {"custom": 1}}
     export_onnx(model, tmp_path / "m.onnx", config=cfg)
     assert model.training
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
-    assert json.loads(meta["aed_config"]) == cfg
+    embedded = json.loads(meta["aed_config"])
+    assert embedded == ModelConfig.from_dict(cfg).to_dict()  # checked and completed, then embedded
+    assert embedded["labels"] == cfg["labels"] and embedded["training"] == {"custom": 1}
+    with pytest.raises(ConfigError, match="custom"):  # an unknown top-level key is refused, not embedded
+        export_onnx(model, tmp_path / "bad.onnx", config={**cfg, "custom": 1})

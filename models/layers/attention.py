@@ -14,11 +14,15 @@ Differential attention (Ye et al., 2024, "Differential Transformer", arXiv:2410.
 - ``mode='asda'``: ASDA (Wang et al., Interspeech 2025, arXiv:2507.02666) fixes lambda = 0.1 and
   normalises over the whole embedding.
 
-Heads: differential attention keeps ``num_heads`` heads, each with two softmax maps whose queries and
-keys are ``d = D / (2 num_heads)`` wide and one value ``2 d = D / num_heads`` wide; the projections
-and the parameter count are those of multi-head attention (plus lambda and the norm), and any head
-count that works for multi-head attention works here (the paper instead halves the head count to
-keep ``d``; pass ``num_heads // 2`` for that).
+Heads (the one convention of the project; :class:`models.layers.deformable.DeformableAttention2d` with
+``diff=True`` follows it too): differential attention keeps ``num_heads`` heads, each with two softmax
+maps whose queries and keys are ``d = D / (2 num_heads)`` wide (:func:`diff_head_dim`) and one value
+``2 d = D / num_heads`` wide, laid out head by head along the channels (head ``i`` owns channels
+``[2 d i, 2 d (i + 1))``, its first map the first ``d`` of them); the projections and the parameter
+count are those of multi-head attention (plus lambda and the norm), and any head count that works for
+multi-head attention works here (the paper instead halves the head count to keep ``d``; pass
+``num_heads // 2`` for that). The lambda vectors and lambda itself come from :func:`diff_lambda_vectors`
+and :func:`diff_lambda`, shared by both layers.
 
 Example:
     >>> import torch
@@ -34,7 +38,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["Attention", "DiffAttention", "HeadRMSNorm", "lambda_init_fn", "build_attention", "ATTENTION_KINDS"]
+__all__ = ["Attention", "DiffAttention", "HeadRMSNorm", "lambda_init_fn", "diff_head_dim", "diff_lambda_vectors",
+           "diff_lambda", "build_attention", "ATTENTION_KINDS"]
 
 ATTENTION_KINDS = ("mha", "diff", "asda")
 
@@ -42,6 +47,37 @@ ATTENTION_KINDS = ("mha", "diff", "asda")
 def lambda_init_fn(depth: int) -> float:
     """Initial differential weight for the layer at ``depth`` (0-based): ``0.8 - 0.6 exp(-0.3 depth)``."""
     return 0.8 - 0.6 * math.exp(-0.3 * depth)
+
+
+def diff_head_dim(dim: int, num_heads: int) -> int:
+    """Query/key width ``d = dim / (2 num_heads)`` of one softmax map of a differential head.
+
+    Raises:
+        ValueError: when ``2 * num_heads`` does not divide ``dim``.
+    """
+    if num_heads < 1 or dim % (2 * num_heads) != 0:
+        raise ValueError(f"differential attention needs 2 * num_heads dividing dim, got dim={dim}, "
+                         f"num_heads={num_heads}")
+    return dim // (2 * num_heads)
+
+
+def diff_lambda_vectors(head_dim: int) -> tuple[nn.Parameter, nn.Parameter, nn.Parameter, nn.Parameter]:
+    """Fresh ``(lambda_q1, lambda_k1, lambda_q2, lambda_k2)``, each ``(head_dim,)``, drawn from N(0, 0.1^2) in order.
+
+    Example:
+        >>> q1, k1, q2, k2 = diff_lambda_vectors(8)
+        >>> q1.shape
+        torch.Size([8])
+    """
+    return tuple(nn.Parameter(torch.empty(head_dim).normal_(0.0, 0.1)) for _ in range(4))  # type: ignore[return-value]
+
+
+def diff_lambda(lambda_q1: torch.Tensor, lambda_k1: torch.Tensor, lambda_q2: torch.Tensor, lambda_k2: torch.Tensor,
+                lambda_init: float) -> torch.Tensor:
+    """The Diff-Transformer weight ``exp(lq1 . lk1) - exp(lq2 . lk2) + lambda_init``, in float32 (a 0-d tensor)."""
+    l1 = torch.exp(torch.sum(lambda_q1.float() * lambda_k1.float()))
+    l2 = torch.exp(torch.sum(lambda_q2.float() * lambda_k2.float()))
+    return l1 - l2 + lambda_init
 
 
 class HeadRMSNorm(nn.Module):
@@ -153,22 +189,16 @@ class DiffAttention(nn.Module):
         super().__init__()
         if mode not in ("diff", "asda"):
             raise ValueError(f"unknown differential attention mode {mode!r}; accepted: 'diff', 'asda'")
-        if dim % (2 * num_heads) != 0:
-            raise ValueError(f"differential attention needs 2 * num_heads dividing dim, got dim={dim}, "
-                             f"num_heads={num_heads}")
         self.mode = mode
         self.num_heads = num_heads
-        self.head_dim = dim // (2 * num_heads)  # query/key width of one softmax map
+        self.head_dim = diff_head_dim(dim, num_heads)  # query/key width of one softmax map
         self.scale = self.head_dim ** -0.5
         self.fused_attn = fused_attn
         self.lambda_init = lambda_init_fn(depth)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         if mode == "diff":
-            self.lambda_q1 = nn.Parameter(torch.empty(self.head_dim).normal_(0.0, 0.1))
-            self.lambda_k1 = nn.Parameter(torch.empty(self.head_dim).normal_(0.0, 0.1))
-            self.lambda_q2 = nn.Parameter(torch.empty(self.head_dim).normal_(0.0, 0.1))
-            self.lambda_k2 = nn.Parameter(torch.empty(self.head_dim).normal_(0.0, 0.1))
+            self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2 = diff_lambda_vectors(self.head_dim)
             self.norm = HeadRMSNorm(2 * self.head_dim)  # per differential head
             self.out_scale = 1.0 - self.lambda_init
         else:
@@ -182,9 +212,7 @@ class DiffAttention(nn.Module):
         """The current differential weight lambda."""
         if self.mode == "asda":
             return self.asda_lambda
-        l1 = torch.exp(torch.sum(self.lambda_q1.float() * self.lambda_k1.float()))
-        l2 = torch.exp(torch.sum(self.lambda_q2.float() * self.lambda_k2.float()))
-        return l1 - l2 + self.lambda_init
+        return diff_lambda(self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2, self.lambda_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Attend over the tokens of ``x`` ``(B, N, D)``."""

@@ -28,7 +28,7 @@ frequency (a shift in mel changes what a sound is), so the generator sees an abs
 that keeps it independent of the window length ``T``. The generator is DAT's: depthwise ``k x k`` conv with the
 key/value stride → LayerNorm over channels → GELU → 1x1 conv to 2 channels without bias, applied per group.
 
-Relative position bias (our choice): a continuous, decomposed bias. Two small MLPs (1 → ``rpb_hidden`` → heads),
+Relative position bias (our choice): a continuous, decomposed bias. Two small MLPs (1 → ``rpb_hidden`` → maps),
 one per axis, read the log-spaced displacement ``sign(d) * log2(1 + |d|)`` in feature-map pixels along frequency
 and along time, and the bias of a (query, point) pair is their sum (decomposed per axis as in MViTv2, Li et al.
 2022; continuous and log-spaced as in Swin V2's CPB). DAT's bias table is tied to one feature-map size; the MLPs
@@ -37,7 +37,7 @@ the bias also trains the offsets. Because queries sit on a grid, the frequency t
 time term ``W x Nk`` evaluations instead of ``H W x Nk`` for a joint 2-D MLP (15x fewer on a 10 s window's first
 stage, where a joint MLP's GELUs took more time than the attention itself).
 
-Export safety (see ARCHITECTURE.md): every grid is built with ``torch.arange`` / ``torch.linspace`` from run-time
+Export safety (see docs/ARCHITECTURE.md): every grid is built with ``torch.arange`` / ``torch.linspace`` from run-time
 tensor sizes, normalisers come from tensors (``H - 1`` clamped at 1, so one-pixel axes work), and nothing is
 written in place into a slice, so an ONNX graph traced at one ``T`` is right at every other ``T``.
 """
@@ -50,7 +50,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.layers.attention import HeadRMSNorm, lambda_init_fn
+from models.layers.attention import HeadRMSNorm, diff_head_dim, diff_lambda, diff_lambda_vectors, lambda_init_fn
 
 __all__ = ["DeformableAttention2d", "LayerNorm2d", "SizeGrids", "default_offset_kernel"]
 
@@ -111,15 +111,17 @@ class DeformableAttention2d(nn.Module):
 
     Args:
         dim: channels ``C``.
-        num_heads: attention heads; must divide ``dim``.
+        num_heads: attention heads; ``dim`` must be a multiple of ``num_heads`` (of ``2 * num_heads`` with ``diff``).
         num_groups: offset groups; each group of ``num_heads / num_groups`` heads shares one set of sampling points.
         kv_stride: spacing of the reference grid in pixels, an int or ``(freq, time)``; a query sees
             ``ceil(H / s_f) * ceil(W / s_t)`` points per group.
         offset_range: largest offset, in units of the reference spacing (``tanh`` × this).
         offset_kernel: odd depthwise kernel of the offset network, int or ``(freq, time)``; default from the stride.
         freq_coord: feed the offset generator an absolute frequency coordinate (the audio offset generator).
-        diff: differential attention ``(softmax(Q1 K1) - λ softmax(Q2 K2)) V``; pairs the heads of a group as
-            :class:`models.layers.attention.DiffAttention` does, so ``num_heads / num_groups`` must be even.
+        diff: differential attention ``(softmax(Q1 K1) - λ softmax(Q2 K2)) V`` with the head convention of
+            :class:`models.layers.attention.DiffAttention` (``attn='diff'``): each of the ``num_heads`` heads has two
+            softmax maps ``d = dim / (2 num_heads)`` wide and one value ``2 d`` wide, and λ comes from the same
+            helper (:func:`models.layers.attention.diff_lambda`).
         depth: block index in the network, for differential attention's ``λ_init``.
         rpb_hidden: hidden width of the two continuous relative-position-bias MLPs; 0 switches the bias off.
         fused_attn: use ``F.scaled_dot_product_attention`` (same result as the plain path; the plain path keeps
@@ -138,7 +140,7 @@ class DeformableAttention2d(nn.Module):
                  freq_coord: bool = True, diff: bool = False, depth: int = 0, rpb_hidden: int = 16,
                  fused_attn: bool = False, attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
         super().__init__()
-        if dim % num_heads != 0:
+        if num_heads < 1 or dim % num_heads != 0:
             raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
         if num_groups < 1 or num_heads % num_groups != 0:
             raise ValueError(f"num_heads={num_heads} must be divisible by num_groups={num_groups}")
@@ -147,9 +149,11 @@ class DeformableAttention2d(nn.Module):
         self.dim = dim
         self.num_heads = num_heads
         self.num_groups = num_groups
-        self.head_dim = dim // num_heads
+        # softmax maps: one per head, or two per differential head; head_dim is the query/key width of one map
+        self.num_maps = 2 * num_heads if diff else num_heads
+        self.head_dim = diff_head_dim(dim, num_heads) if diff else dim // num_heads
         self.group_channels = dim // num_groups
-        self.heads_per_group = num_heads // num_groups
+        self.maps_per_group = self.num_maps // num_groups
         self.kv_stride = _pair(kv_stride, "kv_stride")
         if offset_kernel is None:
             offset_kernel = (default_offset_kernel(self.kv_stride[0]), default_offset_kernel(self.kv_stride[1]))
@@ -163,9 +167,6 @@ class DeformableAttention2d(nn.Module):
                              persistent=False)
         self.freq_coord = freq_coord
         self.diff = diff
-        if diff and self.heads_per_group % 2 != 0:
-            raise ValueError(f"differential attention pairs heads within a group: num_heads / num_groups must be "
-                             f"even, got {num_heads} / {num_groups}")
         self.fused_attn = fused_attn
 
         self.proj_q = nn.Conv2d(dim, dim, 1)
@@ -186,17 +187,14 @@ class DeformableAttention2d(nn.Module):
 
         self.rpb_f = self.rpb_t = None
         if rpb_hidden > 0:
-            self.rpb_f = nn.Sequential(nn.Linear(1, rpb_hidden), nn.GELU(), nn.Linear(rpb_hidden, self.heads_per_group))
-            self.rpb_t = nn.Sequential(nn.Linear(1, rpb_hidden), nn.GELU(), nn.Linear(rpb_hidden, self.heads_per_group))
+            self.rpb_f = nn.Sequential(nn.Linear(1, rpb_hidden), nn.GELU(), nn.Linear(rpb_hidden, self.maps_per_group))
+            self.rpb_t = nn.Sequential(nn.Linear(1, rpb_hidden), nn.GELU(), nn.Linear(rpb_hidden, self.maps_per_group))
 
         if diff:
-            # Differential Transformer convention, as models.layers.attention.DiffAttention: the num_heads softmax
-            # maps of width d are paired into num_heads / 2 differential heads with values 2 d wide.
+            # the Differential Transformer form of models.layers.attention.DiffAttention(mode='diff'): per-head RMS
+            # norm over the 2 d wide value, output times (1 - lambda_init)
             self.lambda_init = float(lambda_init_fn(depth))
-            self.lambda_q1 = nn.Parameter(torch.empty(self.head_dim).normal_(0.0, 0.1))
-            self.lambda_k1 = nn.Parameter(torch.empty(self.head_dim).normal_(0.0, 0.1))
-            self.lambda_q2 = nn.Parameter(torch.empty(self.head_dim).normal_(0.0, 0.1))
-            self.lambda_k2 = nn.Parameter(torch.empty(self.head_dim).normal_(0.0, 0.1))
+            self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2 = diff_lambda_vectors(self.head_dim)
             self.head_norm = HeadRMSNorm(2 * self.head_dim)
 
     # ------------------------------------------------------------------ size-dependent grids
@@ -247,47 +245,17 @@ class DeformableAttention2d(nn.Module):
         y = F.linear(y, pw.weight.flatten(1).flip(0))  # 1x1 conv, rows swapped: (B*G, Hk, Wk, 2), (time, freq)
         return torch.tanh(y) * self.offset_range
 
-    def compute_offsets(self, q: torch.Tensor, grids: SizeGrids | None = None) -> torch.Tensor:
-        """Offsets of the sampling points in units of the reference spacing, each in ``[-range, range]``.
-
-        Args:
-            q: queries ``(B, C, H, W)``.
-            grids: :meth:`size_grids` of ``q``; computed when not given.
-
-        Returns:
-            ``(B * G, 2, Hk, Wk)``: channel 0 along frequency (rows), channel 1 along time (columns).
-        """
-        grids = self.size_grids(q) if grids is None else grids
-        return self._offsets_tf(q, grids).flip(-1).permute(0, 3, 1, 2)  # (B*G, Hk, Wk, 2) -> (B*G, 2, Hk, Wk)
-
-    def sampling_positions(self, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pixel coordinates of the moved sampling points.
-
-        Args:
-            offsets: ``(B * G, 2, Hk, Wk)`` from :meth:`compute_offsets`.
-
-        Returns:
-            ``(pos_f, pos_t)``, each ``(B * G, Hk, Wk)`` in pixels of the input map.
-        """
-        Hk, Wk = offsets.shape[2], offsets.shape[3]
-        sf, st = self.kv_stride
-        ref_f = torch.arange(Hk, device=offsets.device, dtype=offsets.dtype) * sf  # (Hk,)
-        ref_t = torch.arange(Wk, device=offsets.device, dtype=offsets.dtype) * st  # (Wk,)
-        pos_f = ref_f.reshape(1, -1, 1) + offsets[:, 0] * sf  # (Hk,) -> (1, Hk, 1) + (B*G, Hk, Wk)
-        pos_t = ref_t.reshape(1, 1, -1) + offsets[:, 1] * st  # (Wk,) -> (1, 1, Wk) + (B*G, Hk, Wk)
-        return pos_f, pos_t
-
     @staticmethod
     def _bias_mlp(mlp: nn.Sequential, d: torch.Tensor) -> torch.Tensor:
-        """One axis's bias MLP on displacements ``d`` ``(B*G, Q, Nk, 1)`` in pixels -> ``(B*G, h/G, Q, Nk)``.
+        """One axis's bias MLP on displacements ``d`` ``(B*G, Q, Nk, 1)`` in pixels -> ``(B*G, m/G, Q, Nk)``.
 
-        ``Linear(1, n) -> GELU -> Linear(n, h/G)`` on the log-spaced displacement; the log-spacing's ``1 / 3 ln 2``
+        ``Linear(1, n) -> GELU -> Linear(n, m/G)`` on the log-spaced displacement; the log-spacing's ``1 / 3 ln 2``
         is folded into the first weight.
         """
         fc1, act, fc2 = mlp
         d = torch.sign(d) * torch.log1p(d.abs())  # sign(d) log2(1 + |d|) / 3, times 3 ln 2
-        y = fc2(act(F.linear(d, fc1.weight * _LOG_SPACING, fc1.bias)))  # (B*G, Q, Nk, h/G)
-        return y.permute(0, 3, 1, 2)  # (B*G, Q, Nk, h/G) -> (B*G, h/G, Q, Nk)
+        y = fc2(act(F.linear(d, fc1.weight * _LOG_SPACING, fc1.bias)))  # (B*G, Q, Nk, m/G)
+        return y.permute(0, 3, 1, 2)  # (B*G, Q, Nk, m/G) -> (B*G, m/G, Q, Nk)
 
     def position_bias(self, pos: torch.Tensor, grids: SizeGrids) -> torch.Tensor:
         """Relative position bias at the (query - sampled point) displacements: frequency term + time term.
@@ -297,13 +265,13 @@ class DeformableAttention2d(nn.Module):
             grids: :meth:`size_grids` of the query map.
 
         Returns:
-            ``(B, heads, H * W, Nk)``, one map per softmax head.
+            ``(B, maps, H * W, Nk)``, one map per softmax map (two per head with ``diff``).
         """
-        # displacements (1, H, 1, 1) - (B*G, 1, Nk, 1) -> (B*G, H, Nk, 1); bias -> (B*G, h/G, H, Nk); same along time
+        # displacements (1, H, 1, 1) - (B*G, 1, Nk, 1) -> (B*G, H, Nk, 1); bias -> (B*G, m/G, H, Nk); same along time
         b_f = self._bias_mlp(self.rpb_f, grids.q_f - pos[..., 1:])
         b_t = self._bias_mlp(self.rpb_t, grids.q_t - pos[..., :1])
-        bias = b_f.unsqueeze(3) + b_t.unsqueeze(2)  # (B*G, h/G, H, 1, Nk) + (B*G, h/G, 1, W, Nk)
-        return bias.reshape(-1, self.num_heads, grids.num_q, grids.num_k)  # (B*G, h/G, H, W, Nk) -> (B, h, H*W, Nk)
+        bias = b_f.unsqueeze(3) + b_t.unsqueeze(2)  # (B*G, m/G, H, 1, Nk) + (B*G, m/G, 1, W, Nk)
+        return bias.reshape(-1, self.num_maps, grids.num_q, grids.num_k)  # (B*G, m/G, H, W, Nk) -> (B, m, H*W, Nk)
 
     # ------------------------------------------------------------------ attention
     def _softmax_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -321,9 +289,7 @@ class DeformableAttention2d(nn.Module):
 
     def lambda_value(self) -> torch.Tensor:
         """The differential weight ``exp(lq1 . lk1) - exp(lq2 . lk2) + lambda_init`` (float32)."""
-        l1 = torch.exp(torch.sum(self.lambda_q1.float() * self.lambda_k1.float()))
-        l2 = torch.exp(torch.sum(self.lambda_q2.float() * self.lambda_k2.float()))
-        return l1 - l2 + self.lambda_init
+        return diff_lambda(self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2, self.lambda_init)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """Attention of the queries over the sampled keys and values.
@@ -332,33 +298,33 @@ class DeformableAttention2d(nn.Module):
             q: ``(B, C, *query_grid)`` queries, channels ordered head by head (e.g. ``(B, C, H, W)``).
             k: ``(B, C, *key_grid)`` keys, ``Nk`` positions in all.
             v: ``(B, C, *key_grid)`` values.
-            bias: ``(B, heads, Nq, Nk)`` or None.
+            bias: ``(B, maps, Nq, Nk)`` (one per softmax map) or None.
 
         Returns:
             The shape of ``q``.
         """
         B = q.shape[0]
-        h, d = self.num_heads, self.head_dim
+        m, d = self.num_maps, self.head_dim
         q_in = q
-        q = q.reshape(B, h, d, -1).transpose(-2, -1)  # (B, C, *grid) -> (B, h, Nq, d)
-        k = k.reshape(B, h, d, -1).transpose(-2, -1)  # (B, C, *grid) -> (B, h, Nk, d)
+        q = q.reshape(B, m, d, -1).transpose(-2, -1)  # (B, C, *grid) -> (B, m, Nq, d)
+        k = k.reshape(B, m, d, -1).transpose(-2, -1)  # (B, C, *grid) -> (B, m, Nk, d)
         if not self.diff:
-            v = v.reshape(B, h, d, -1).transpose(-2, -1)  # (B, C, *grid) -> (B, h, Nk, d)
-            out = self._softmax_attention(q, k, v, bias)  # (B, h, Nq, d)
-            return out.transpose(-2, -1).reshape_as(q_in)  # (B, h, d, Nq) -> (B, C, *query_grid)
-        hd = h // 2
-        q = q.reshape(B, hd, 2, q.shape[2], d)  # (B, h, Nq, d) -> (B, h/2, 2, Nq, d)
-        k = k.reshape(B, hd, 2, k.shape[2], d)  # (B, h, Nk, d) -> (B, h/2, 2, Nk, d)
-        v = v.reshape(B, hd, 2 * d, -1).transpose(-2, -1)  # (B, C, *grid) -> (B, h/2, Nk, 2d)
+            v = v.reshape(B, m, d, -1).transpose(-2, -1)  # (B, C, *grid) -> (B, m, Nk, d)
+            out = self._softmax_attention(q, k, v, bias)  # (B, m, Nq, d)
+            return out.transpose(-2, -1).reshape_as(q_in)  # (B, m, d, Nq) -> (B, C, *query_grid)
+        h = self.num_heads  # differential heads, two maps each (m = 2 h)
+        q = q.reshape(B, h, 2, q.shape[2], d)  # (B, 2h, Nq, d) -> (B, h, 2, Nq, d)
+        k = k.reshape(B, h, 2, k.shape[2], d)  # (B, 2h, Nk, d) -> (B, h, 2, Nk, d)
+        v = v.reshape(B, h, 2 * d, -1).transpose(-2, -1)  # (B, C, *grid) -> (B, h, Nk, 2d)
         b1 = b2 = None
         if bias is not None:
-            bias = bias.reshape(B, hd, 2, bias.shape[2], bias.shape[3])  # (B, h, Nq, Nk) -> (B, h/2, 2, Nq, Nk)
+            bias = bias.reshape(B, h, 2, bias.shape[2], bias.shape[3])  # (B, 2h, Nq, Nk) -> (B, h, 2, Nq, Nk)
             b1, b2 = bias[:, :, 0], bias[:, :, 1]
         lam = self.lambda_value().to(q.dtype)
-        o1 = self._softmax_attention(q[:, :, 0], k[:, :, 0], v, b1)  # (B, h/2, Nq, 2d)
+        o1 = self._softmax_attention(q[:, :, 0], k[:, :, 0], v, b1)  # (B, h, Nq, 2d)
         o2 = self._softmax_attention(q[:, :, 1], k[:, :, 1], v, b2)
         out = self.head_norm(o1 - lam * o2) * (1.0 - self.lambda_init)
-        return out.transpose(-2, -1).reshape_as(q_in)  # (B, h/2, 2d, Nq) -> (B, C, *query_grid)
+        return out.transpose(-2, -1).reshape_as(q_in)  # (B, h, 2d, Nq) -> (B, C, *query_grid)
 
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         """Deformable attention of every position of ``x`` ``(B, C, H, W)``; returns ``(B, C, H, W)``.
