@@ -19,6 +19,8 @@ from typing import Any
 from engines.base import Engine, EngineBase, InputSpec, MissingDependencyError, ModelFileError
 from realtime.errors import ConfigError
 
+from engines.assets import DEFAULT_MODEL_NAME, default_model_path  # noqa: F401 - the one place (engines.assets)
+
 __all__ = [
     "create_engine", "available_engines", "default_model_path", "gpu_available", "ENGINE_KINDS",
     "Engine", "EngineBase", "InputSpec", "MissingDependencyError", "ModelFileError",
@@ -27,7 +29,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ENGINE_KINDS = ("onnxruntime", "torch", "tensorrt", "auto")
-DEFAULT_MODEL_NAME = "aed_default"
 
 
 def _has_module(name: str) -> bool:
@@ -113,20 +114,3 @@ def create_engine(kind: str, model_path: str | Path | None = None, **options: An
         return TorchEngine(model_path, **options)
     from engines.trt_engine import TensorRTEngine
     return TensorRTEngine(model_path, **options)
-
-
-def default_model_path() -> Path:
-    """The shipped default model, ``models/pretrained/aed_default`` (found without importing torch).
-
-    Raises:
-        FileNotFoundError: no trained default model is shipped yet.
-    """
-    spec = importlib.util.find_spec("models")
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    path = Path(locations[0]) / "pretrained" / DEFAULT_MODEL_NAME if locations else None
-    if path is None or not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"no trained default model is shipped yet (expected {path or 'models/pretrained/' + DEFAULT_MODEL_NAME}); "
-            "pass one with --model PATH (a checkpoint directory, an .onnx file or a .plan file), e.g. one "
-            "made by 'aed train' and 'aed export'")
-    return path

@@ -1,6 +1,6 @@
 """Op-support check: an ONNX graph against the TensorRT ONNX parser's operator list, in plain Python.
 
-The list is ``models/data/trt_onnx_ops.json`` (from onnx-tensorrt's ``docs/operators.md``). The check
+The list is ``engines/data/trt_onnx_ops.json`` (from onnx-tensorrt's ``docs/operators.md``). The check
 runs before every TensorRT build and on its own with ``aed build-engine MODEL.onnx --check-only``,
 without TensorRT.
 
@@ -11,24 +11,17 @@ Example:
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engines.onnx_info import OnnxInfo, read_onnx_info
+from engines.assets import trt_op_table_path
 from realtime.errors import ModelFileError
 
 __all__ = ["OpTable", "OpSupportReport", "load_op_table", "load_supported_ops", "check_op_support"]
 
 _LAYER_NORM_ONNX_OPSET = 17
-
-
-def _models_data_dir() -> Path | None:
-    spec = importlib.util.find_spec("models")  # locates the package without importing it (and torch)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 
 @dataclass(frozen=True)
@@ -42,17 +35,16 @@ class OpTable:
 
 
 def load_op_table(path: str | Path | None = None) -> OpTable:
-    """Read the operator list (default ``models/data/trt_onnx_ops.json``).
+    """Read the operator list (default :func:`engines.assets.trt_op_table_path`, ``engines/data/trt_onnx_ops.json``).
 
     Accepts a JSON list of names, or an object whose ``supported`` (or ``ops``/``operators``) entry is a
     list of names or a mapping from names to details (entries marked ``"supported": false`` are dropped),
     with optional ``opset_range`` ``[lo, hi]`` and ``restrictions`` ``{op: text}``.
     """
     if path is None:
-        d = _models_data_dir()
-        if d is None or not (d / "trt_onnx_ops.json").is_file():
-            raise FileNotFoundError("models/data/trt_onnx_ops.json (the TensorRT ONNX operator list) is missing")
-        path = d / "trt_onnx_ops.json"
+        path = trt_op_table_path()
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} (the TensorRT ONNX operator list) is missing")
     raw = doc = json.loads(Path(path).read_text(encoding="utf-8"))
     if isinstance(doc, dict):
         raw = next((doc[k] for k in ("supported", "ops", "supported_ops", "operators") if k in doc), None)

@@ -43,7 +43,7 @@ def assert_tensorrt_ops(path: str | Path):
 
 def trt_op_list_path() -> Path:
     """Where the TensorRT ONNX parser's operator list lives in the source tree (the one place tests name it)."""
-    return Path(__file__).resolve().parents[1] / "models" / "data" / "trt_onnx_ops.json"
+    return Path(__file__).resolve().parents[1] / "engines" / "data" / "trt_onnx_ops.json"
 
 
 def trt_op_list() -> dict:

@@ -203,7 +203,9 @@ def test_default_model_path_finds_the_shipped_model_and_explains_when_absent(mon
     path = engines.default_model_path()  # the project ships one: not finding it is a failure
     assert path.name == "aed_default"
     assert all((path / f).is_file() for f in ("config.json", "model.safetensors", "model.onnx", "ATTRIBUTION.md"))
-    monkeypatch.setattr(engines, "DEFAULT_MODEL_NAME", "no_such_model")
+    from engines import assets
+
+    monkeypatch.setattr(assets, "DEFAULT_MODEL_NAME", "no_such_model")
     with pytest.raises(FileNotFoundError, match="no trained default model") as err:
         engines.default_model_path()
     assert "--model PATH" in str(err.value) and "no_such_model" in str(err.value)
