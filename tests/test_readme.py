@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from tests.audio_helpers import esc50_clips
 
 ROOT = Path(__file__).resolve().parents[1]
