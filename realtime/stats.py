@@ -22,16 +22,20 @@ def summarize(samples_s: list[float] | np.ndarray) -> dict[str, float]:
 
 
 class StageTimer:
-    """Collects durations per named stage (bounded: keeps the last ``maxlen`` of each).
+    """Collects durations per named stage in fixed memory: the newest ``maxlen`` of each, in a ring.
 
-    ``samples[stage]`` holds only the newest ``maxlen`` durations, so a position in it means nothing once the list
-    has been trimmed. To read what a piece of work added, take :meth:`mark` before it and :meth:`since` after it:
-    a mark counts every duration ever added, so it stays valid across trimming (and across :meth:`reset`).
+    Each stage's ring (``maxlen`` float64 values) is allocated and written in full when the stage is first timed, so
+    the timer's memory is set from the start and does not grow over a run of any length. ``samples[stage]`` is an
+    array of the held durations, oldest first; a position in it means nothing once the ring has wrapped. To read
+    what a piece of work added, take :meth:`mark` before it and :meth:`since` after it: a mark counts every
+    duration ever added, so it stays valid across wrapping (and across :meth:`reset`).
 
     Example:
         >>> timer = StageTimer(maxlen=2)
         >>> for s in (0.1, 0.2, 0.3):
         ...     timer.add("features", s)
+        >>> timer.samples["features"].tolist()
+        [0.2, 0.3]
         >>> mark = timer.mark()
         >>> timer.add("features", 0.4)
         >>> timer.since(mark)
@@ -41,9 +45,10 @@ class StageTimer:
     def __init__(self, maxlen: int = 100_000):
         if maxlen < 1:
             raise ValueError(f"maxlen must be at least 1, got {maxlen}")
-        self.maxlen = maxlen
-        self.samples: dict[str, list[float]] = {}
-        self._added: dict[str, int] = {}  # durations ever added per stage; never trimmed, never reset
+        self.maxlen = int(maxlen)
+        self._ring: dict[str, np.ndarray] = {}
+        self._added: dict[str, int] = {}    # durations ever added per stage; never reset
+        self._start: dict[str, int] = {}    # _added at the last reset: what came before is no longer held
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
@@ -55,11 +60,32 @@ class StageTimer:
 
     def add(self, stage: str, seconds: float) -> None:
         """Record one duration of ``stage`` in seconds."""
-        lst = self.samples.setdefault(stage, [])
-        lst.append(seconds)
-        self._added[stage] = self._added.get(stage, 0) + 1
-        if len(lst) > self.maxlen:
-            del lst[: len(lst) - self.maxlen]
+        ring = self._ring.get(stage)
+        if ring is None:
+            ring = self._ring[stage] = np.full(self.maxlen, np.nan)      # written now: resident from the start
+            self._start.setdefault(stage, 0)
+        n = self._added.get(stage, 0)
+        ring[n % self.maxlen] = seconds
+        self._added[stage] = n + 1
+
+    def _held(self, stage: str, newest: int | None = None) -> np.ndarray:
+        end = self._added.get(stage, 0)
+        k = min(end - self._start.get(stage, 0), self.maxlen)
+        if newest is not None:
+            k = min(k, max(0, int(newest)))
+        if k <= 0:
+            return np.zeros(0)
+        return self._ring[stage][np.arange(end - k, end) % self.maxlen]
+
+    @property
+    def samples(self) -> dict[str, np.ndarray]:
+        """The held durations of each stage that has any, oldest first (copies)."""
+        out = {stage: self._held(stage) for stage in self._ring}
+        return {k: v for k, v in out.items() if v.size}
+
+    def recent(self, stage: str, n: int) -> np.ndarray:
+        """The newest ``n`` held durations of ``stage``, oldest first."""
+        return self._held(stage, n) if stage in self._ring else np.zeros(0)
 
     def mark(self) -> dict[str, int]:
         """A bookmark for :meth:`since`: how many durations each stage has had added so far."""
@@ -70,16 +96,13 @@ class StageTimer:
 
         Stages with nothing new map to an empty list. At most the newest ``maxlen`` of a stage are still held.
         """
-        out = {}
-        for stage, lst in self.samples.items():
-            new = min(self._added[stage] - mark.get(stage, 0), len(lst))
-            out[stage] = lst[len(lst) - new:] if new > 0 else []
-        return out
+        held = [st for st in self._ring if self._added[st] > self._start.get(st, 0)]     # reset stages have none
+        return {st: self._held(st, self._added[st] - mark.get(st, 0)).tolist() for st in held}
 
     def summary(self) -> dict[str, dict[str, float]]:
         """:func:`summarize` of each stage's held durations."""
         return {k: summarize(v) for k, v in self.samples.items()}
 
     def reset(self) -> None:
-        """Drop the held durations (marks taken before stay valid)."""
-        self.samples.clear()
+        """Drop the held durations (marks taken before stay valid; the rings' memory is kept for reuse)."""
+        self._start = dict(self._added)

@@ -58,3 +58,16 @@ def test_context_manager_and_summary() -> None:
     assert summarize([0.001, 0.003])["p50_ms"] == pytest.approx(2.0)
     with pytest.raises(ValueError, match="maxlen"):
         StageTimer(maxlen=0)
+
+
+def test_memory_is_fixed_from_the_first_sample() -> None:
+    timer = StageTimer(maxlen=1000)
+    timer.add("inference", 0.001)
+    ring = timer._ring["inference"]
+    assert ring.shape == (1000,) and ring.nbytes == 8000          # the whole ring exists after one sample
+    for i in range(5000):                                          # five times round: no growth, newest kept
+        timer.add("inference", float(i))
+    assert timer._ring["inference"] is ring
+    held = timer.samples["inference"]
+    assert held.shape == (1000,) and held[0] == 4000.0 and held[-1] == 4999.0
+    assert timer.recent("inference", 3).tolist() == [4997.0, 4998.0, 4999.0]

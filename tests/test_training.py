@@ -9,6 +9,7 @@ import csv
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ sf = pytest.importorskip("soundfile")
 from models.training.augment import AugmentConfig, ClipBatcher, draw_window_frames, energy_aware_start  # noqa: E402
 from models.training.data import (StrongLabel, decode_items, load_dcase, load_esc50, load_folder,  # noqa: E402
                                   read_dcase_tsv, write_dcase_tsv)
-from models.training.evaluate import clip_metrics, window_starts  # noqa: E402
+from models.training.evaluate import clip_metrics, clip_windows  # noqa: E402
 from models.training.events import event_f1, evaluate_soundscapes, latency_stats  # noqa: E402
 from models.training.loop import TrainConfig, cosine_schedule, train  # noqa: E402
 from models.training.metrics import average_precision, confusion_matrix  # noqa: E402
@@ -187,7 +188,7 @@ def test_batcher_shapes_targets_and_window_range():
     assert x.shape == (4, 123, 64) and torch.isfinite(x).all()
     torch.testing.assert_close(y.sum(1), torch.ones(4))
     assert (y.max(1).values >= 0.5).all()  # the first clip dominates a mixup
-    frames = [draw_window_frames(gen, 0.5, 5.0, 100.0, 50, 1000) for _ in range(200)]
+    frames = [draw_window_frames(gen, 0.5, 5.0, fe, 50, 1000) for _ in range(200)]
     assert min(frames) >= 50 and max(frames) <= 500 and max(frames) - min(frames) > 300
 
 
@@ -218,6 +219,107 @@ def test_train_writes_checkpoint_metrics_and_a_loadable_model(tone_folder, tmp_p
     assert config.training["train_config"]["model"] == name
     scores = model(torch.zeros(1, 60, model.num_mel_bins))
     torch.testing.assert_close(scores.sum(-1), torch.ones(1))
+    _check_one_epoch_curve(out, res)
+
+
+def _check_one_epoch_curve(out: Path, res) -> None:
+    """A one-epoch run's learning curve shows its training loss as a point (a line alone needs two)."""
+    from models.training.loop import _curve_figure, curve_series
+
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    epochs, losses = curve_series(rows)["train_loss"]
+    assert epochs == [1.0] and losses == [pytest.approx(res.metrics["train_loss"])]
+    fig = _curve_figure(rows)
+    (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "train loss"]
+    assert list(line.get_xdata()) == [1.0] and np.isfinite(line.get_ydata()).all()
+    assert line.get_marker() not in (None, "", "None", " ") and line.get_markersize() > 0   # drawn as a point
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_train_defaults_come_from_train_config(capsys):
+    from apps.cli import build_parser, main
+    from apps.cmd_train import config_from_args
+
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["train"])) == TrainConfig()
+    cfg = config_from_args(parser.parse_args(["train", "--epochs", "3", "--no-specaugment", "--licenses", "all",
+                                              "--noise-dir", "", "--min-window", "0.7", "--model-arg", "dims=[8,8,8,8]"]))
+    d = TrainConfig()
+    assert cfg.epochs == 3 and cfg.licenses is None and cfg.noise_dir is None and cfg.model_kwargs == {"dims": [8] * 4}
+    assert cfg.augment.min_window_s == 0.7 and cfg.augment.freq_mask == 0 and cfg.augment.time_mask_frac == 0.0
+    assert cfg.augment.max_window_s == d.augment.max_window_s and cfg.lr == d.lr and cfg.out == d.out
+    # --help shows the dataclass's values
+    assert main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, value in (("--epochs EPOCHS", d.epochs), ("--lr LR", d.lr), ("--max-window S", d.augment.max_window_s),
+                        ("--val-folds 4", "4"), ("--model MODEL", d.model)):
+        assert re.search(re.escape(flag) + r" .*?\(default: " + re.escape(str(value)) + r"\)", text), flag
+
+
+@pytest.fixture
+def checkpoint(tmp_path) -> Path:
+    import models
+
+    torch.manual_seed(1)
+    return models.save(models.create_model("datar_test", num_classes=2), tmp_path / "ckpt", labels=["a", "b"])
+
+
+def _tensors(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_init_loads_through_models_io_with_only_the_heads_fresh(checkpoint, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from models.training.loop import build_model
+    from realtime.errors import ConfigError, ModelFileError
+
+    stored = load_file(str(checkpoint / "model.safetensors"))
+    heads = ("head.", "frame_head.")
+    same = _tensors(build_model(TrainConfig(init=str(checkpoint)), ["a", "b"]))
+    assert set(same) == set(stored) and all(torch.equal(same[k], stored[k]) for k in stored)
+    for labels in (["x", "y"], ["x", "y", "z"]):          # another label set: the heads start fresh, nothing else
+        got = _tensors(build_model(TrainConfig(init=str(checkpoint)), labels))
+        assert got["head.weight"].shape[0] == got["frame_head.weight"].shape[0] == len(labels)
+        assert not torch.equal(got["head.weight"][:2], stored["head.weight"])
+        assert all(torch.equal(got[k], stored[k]) for k in stored if not k.startswith(heads))
+    # a tensor missing outside the heads is refused (no strict=False retry)
+    bad = dict(stored)
+    del bad[next(k for k in bad if not k.startswith(heads))]
+    save_file(bad, str(checkpoint / "model.safetensors"))
+    with pytest.raises(ModelFileError, match="fresh tensors allowed"):
+        build_model(TrainConfig(init=str(checkpoint)), ["x", "y", "z"])
+    with pytest.raises(ConfigError, match="accepted:"):
+        build_model(TrainConfig(init=str(checkpoint), model_kwargs={"nonsense": 1}), ["a", "b"])
+
+
+def test_init_with_peft_adds_fresh_adapters_to_the_checkpoints_weights(tmp_path):
+    import models
+    from models.training.loop import build_model
+
+    torch.manual_seed(2)
+    ckpt = models.save(models.create_model("ast_test", num_classes=2), tmp_path / "ast", labels=["a", "b"])
+    stored = _tensors(models.load(ckpt)[0])
+    model = build_model(TrainConfig(init=str(ckpt), peft="aat"), ["a", "b"])
+    got = _tensors(model)
+    adapters = [k for k in got if "adapter" in k]
+    assert adapters and set(got) - set(stored) == set(adapters)
+    assert all(torch.equal(got[k], stored[k]) for k in stored)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert set(adapters) & trainable and not any(k.startswith("blocks.0.attn") for k in trainable)
+
+
+def test_a_run_from_init_uses_the_checkpoints_mel_bins(tone_folder, tmp_path):
+    import models
+
+    torch.manual_seed(3)
+    ckpt = models.save(models.create_model("datar_test", num_classes=2, num_mel_bins=32), tmp_path / "ckpt",
+                       labels=["high", "low"])
+    train(_cfg(tone_folder, tmp_path / "run", init=str(ckpt)))
+    _, config = models.load(tmp_path / "run" / "final")
+    assert config.num_mel_bins == 32 and config.name == "datar_test" and list(config.labels) == ["high", "low"]
 
 
 def test_resume_continues_from_the_saved_step(tone_folder, tmp_path):
@@ -276,7 +378,15 @@ def test_clip_metrics_on_a_known_case():
     assert m["map"] == pytest.approx(1.0)
     cm = confusion_matrix(np.argmax(scores, 1), targets, 3)
     assert cm.tolist() == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
-    assert window_starts(498, 100, 10)[-1] == 398 and window_starts(50, 100, 10) == [0]
+    # the runtime's clip windows: full windows every hop, no extra tail window; a short clip padded before its start
+    fe = FrontEndConfig(num_mel_bins=4)
+    f = torch.arange(498 * 4, dtype=torch.float32).reshape(498, 4)
+    w = clip_windows(f, 100, 10, fe)
+    assert w.shape == (40, 100, 4) and torch.equal(w[-1], f[390:490])
+    short = clip_windows(f[:50], 100, 10, fe)
+    assert short.shape == (1, 100, 4) and torch.equal(short[0, 50:], f[:50])
+    from realtime.frontend import silence_frame
+    assert torch.equal(short[0, :50], torch.from_numpy(silence_frame(fe)).expand(50, 4))
 
 
 def test_event_f1_collars_and_latency_on_a_known_case():
@@ -317,7 +427,35 @@ def test_event_evaluation_through_the_streaming_detector(synth_inputs, tmp_path)
     assert res["segment_f1"] > 0.6
     # a 0.5 s window sees a tone within a hop of its onset: emitted a little after the onset, never before
     assert 0.0 <= res["latency_median_s"] <= 0.6 and res["latency_events"] >= 2
-    assert "psds1" in res
+    _check_psds1(res, det, tmp_path / "scapes")
+
+
+class _SilentEngine:
+    """A model that never hears anything."""
+
+    labels = ["tone"]
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return np.zeros((x.shape[0], 1), np.float32)
+
+
+def _check_psds1(res: dict, det, scapes: Path) -> None:
+    """PSDS1 is what this run computed: unavailable, with the reason, without sed_scores_eval; otherwise a number in
+    (0, 1] for a detector that finds the tones, and 0 for one that never fires on the same soundscapes."""
+    import importlib.util
+    import math
+
+    if importlib.util.find_spec("sed_scores_eval") is None:
+        assert res["psds1"] is None and "sed_scores_eval is not installed" in res["psds_note"]
+        return
+    value = res["psds1"]
+    assert isinstance(value, float) and math.isfinite(value), res.get("psds_note")
+    assert 0.0 < value <= 1.0                                           # segment F1 > 0.6: it finds the tones
+    from realtime import Detector
+
+    silent = evaluate_soundscapes(Detector(_SilentEngine(), det.config), scapes)
+    # no detection, no true-positive rate: 0 (or no curve to integrate at all)
+    assert silent["psds1"] in (0.0, None) and (silent["psds1"] or 0.0) < value
 
 
 # -- CLI --------------------------------------------------------------------------------------------

@@ -264,3 +264,21 @@ def test_monitor_without_a_display_is_one_line_exit_2(tmp_path):
     line = _one_line(proc.stderr)
     assert line.startswith("aed monitor: error: no display")
     assert "QT_QPA_PLATFORM=offscreen" in line and "xvfb-run aed monitor" in line
+
+
+# -- 6. --model-arg checked against the constructor (issue 16) ---------------------------------------
+
+def test_an_unknown_model_arg_is_one_line_naming_the_accepted_ones(tmp_path, caplog, capsys):
+    data = _tone_folder(tmp_path / "data")
+    (data / "high" / "broken.wav").write_bytes(b"RIFF\x00\x00not really a wave file")  # decoding would warn
+    with caplog.at_level(logging.WARNING):
+        code = main(_train_argv(data, tmp_path / "run", "--model-arg", "nonsense=1", "--model-arg", "dims=[8,8,8,8]"))
+    line = _one_line(capsys.readouterr().err)
+    assert code != 0 and "Traceback" not in line
+    assert "'nonsense'" in line and "accepted:" in line and "dims" in line and "num_mel_bins" in line
+    assert "'dims'" not in line.split("accepted:")[0]         # a real constructor argument is not refused
+    assert "broken.wav" not in caplog.text                    # refused before a single clip was decoded
+    with pytest.raises(ConfigError, match="takes no argument 'nonsense'"):
+        from models.training.loop import check_model_kwargs
+
+        check_model_kwargs("mn_test", {"nonsense": 1})

@@ -7,7 +7,7 @@ cross terms, which average out.
 
 Example:
     >>> import torch
-    >>> from realtime.config import FrontEndConfig
+    >>> from realtime.config import FrontEndConfig, seconds_to_frames
     >>> batcher = ClipBatcher([torch.zeros(498, 64)], [0], num_classes=1, fe=FrontEndConfig(num_mel_bins=64))
     >>> x, y = batcher.batch([0], frames=100, gen=torch.Generator().manual_seed(0))
     >>> tuple(x.shape), tuple(y.shape)
@@ -21,7 +21,7 @@ from typing import Sequence
 
 import torch
 
-from realtime.config import FrontEndConfig
+from realtime.config import FrontEndConfig, seconds_to_frames
 
 from .features import denormalise, normalise
 
@@ -60,11 +60,12 @@ class AugmentConfig:
     snr_db: tuple[float, float] = (0.0, 30.0)
 
 
-def draw_window_frames(gen: torch.Generator, min_s: float, max_s: float, fps: float,
+def draw_window_frames(gen: torch.Generator, min_s: float, max_s: float, fe: FrontEndConfig,
                        t_min: int = 1, t_max: int = 1 << 30) -> int:
-    """A window length in frames drawn uniformly from ``[min_s, max_s]`` seconds, clipped to ``[t_min, t_max]``."""
+    """A window length in frames of ``fe`` drawn uniformly from ``[min_s, max_s]`` seconds, clipped to
+    ``[t_min, t_max]``."""
     s = min_s + (max_s - min_s) * float(torch.rand((), generator=gen))
-    return int(min(max(round(s * fps), t_min), t_max))
+    return int(min(max(seconds_to_frames(s, fe), t_min), t_max))
 
 
 def energy_aware_start(energy: torch.Tensor, frames: int, ratio: float, gen: torch.Generator) -> int:
@@ -162,18 +163,17 @@ class ClipBatcher:
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Build one batch of windows of ``frames`` frames for clip ``indices``; targets are one-hot/soft."""
         cfg = self.cfg
-        fps = self.fe.frames_per_second
+        shift = seconds_to_frames(cfg.shift_s, self.fe) if cfg.shift_s > 0 else 0
         xs = []
         for i in indices:
             x = self.crop(int(i), frames, gen, augment)
             if augment:
-                shift = int(round(cfg.shift_s * fps))
                 if shift > 0:
                     x = torch.roll(x, int(torch.randint(-shift, shift + 1, (1,), generator=gen)), dims=0)
                 if cfg.gain_db > 0:
                     g_db = (2 * float(torch.rand((), generator=gen)) - 1) * cfg.gain_db
-                    # a gain g multiplies mel power by g^2: + 2 ln g in log-mel, / (2 std) after normalisation
-                    x = x + (g_db / 10.0 * math.log(10.0)) / (2.0 * self.fe.std)
+                    # a gain of g_db dB multiplies mel power by 10^(g_db / 10): + g_db ln(10) / 10 in log-mel
+                    x = normalise(denormalise(x, self.fe) + g_db / 10.0 * math.log(10.0), self.fe)
                 if self.noise and float(torch.rand((), generator=gen)) < cfg.noise_prob:
                     lo, hi = cfg.snr_db
                     snr = lo + (hi - lo) * float(torch.rand((), generator=gen))

@@ -1,7 +1,8 @@
 """Dataset loaders: the ESC-50 CSV layout, a folder per class, and DCASE strong labels.
 
-Audio is decoded with soundfile and resampled with soxr to the front end's rate (mono float32).
-A corrupt or unreadable file is logged by name and skipped; :class:`DecodeReport` counts them, so
+Audio is decoded by the runtime's own reader (:func:`realtime.sources.read_audio`) and resampler
+(:class:`realtime.resample.StreamingResampler`) to the front end's rate (mono float32), see :func:`read_audio_at`.
+A corrupt, unreadable or missing file is logged by name and skipped; :class:`DecodeReport` counts them, so
 a bad file never stops a long run and never disappears silently.
 
 Example:
@@ -20,10 +21,12 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from realtime.errors import AudioError, ConfigError
+from realtime.resample import StreamingResampler
+from realtime.sources import read_audio
 
 __all__ = [
     "ClipItem", "ClipDataset", "StrongLabel", "DecodeReport", "AUDIO_EXTENSIONS", "SHIPPABLE_LICENSES",
-    "read_audio", "decode_items", "load_esc50", "load_folder", "read_dcase_tsv", "write_dcase_tsv",
+    "read_audio_at", "decode_items", "load_esc50", "load_folder", "read_dcase_tsv", "write_dcase_tsv",
     "load_dcase",
 ]
 
@@ -77,32 +80,27 @@ class DecodeReport:
         return len(self.skipped)
 
 
-def read_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
-    """Decode a file to mono float32 in [-1, 1] at ``sample_rate`` Hz.
+def read_audio_at(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
+    """Decode a file to mono float32 at ``sample_rate`` Hz: the runtime's decoder, then its resampler.
+
+    :func:`realtime.sources.read_audio` decodes (block by block, every check of the runtime's file input), and
+    :class:`realtime.resample.StreamingResampler` brings it to ``sample_rate`` (pushed whole, then flushed), so a
+    clip is the same samples in training as in ``aed detect`` and ``aed evaluate``.
 
     Raises:
-        AudioError: the file cannot be decoded (soundfile's error, with the file's name).
+        FileNotFoundError: the file does not exist.
+        AudioError: the file is unreadable, truncated, empty, not audio, or holds NaN/Inf (the message names it).
     """
-    import soundfile as sf
-    import soxr
-
-    try:
-        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, OSError...
-        raise AudioError(f"cannot decode {path}: {e}") from e
-    if audio.shape[0] == 0:
-        raise AudioError(f"cannot decode {path}: the file holds no samples")
-    audio = audio.mean(axis=1)  # (N, ch) -> (N,)
-    if sr != sample_rate:
-        audio = soxr.resample(audio, sr, sample_rate, quality="HQ")
-    if not np.all(np.isfinite(audio)):
-        raise AudioError(f"cannot decode {path}: non-finite samples")
-    return np.ascontiguousarray(audio, dtype=np.float32)
+    audio, rate = read_audio(path)
+    resampler = StreamingResampler(rate, sample_rate)
+    if resampler.passthrough:
+        return np.ascontiguousarray(audio, dtype=np.float32)
+    return np.concatenate([resampler.push(audio), resampler.flush()]).astype(np.float32, copy=False)
 
 
 def decode_items(items: Sequence[ClipItem], sample_rate: int = 16000
                  ) -> tuple[list[np.ndarray], list[ClipItem], DecodeReport]:
-    """Decode every item, skipping (and logging) the unreadable ones.
+    """Decode every item (:func:`read_audio_at`), skipping (and logging by name) the unreadable or missing ones.
 
     Returns:
         ``(waves, kept_items, report)``: the decoded audio of the kept items, in order.
@@ -112,8 +110,8 @@ def decode_items(items: Sequence[ClipItem], sample_rate: int = 16000
     report = DecodeReport()
     for item in items:
         try:
-            waves.append(read_audio(item.path, sample_rate))
-        except AudioError as e:
+            waves.append(read_audio_at(item.path, sample_rate))
+        except (AudioError, FileNotFoundError) as e:
             log.warning("skipping unreadable audio file %s (%s)", item.path.name, e)
             report.skipped.append(str(item.path))
             continue

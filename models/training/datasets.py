@@ -8,13 +8,14 @@ from typing import Any
 
 import torch
 
-from realtime.config import FrontEndConfig
+from realtime.config import FrontEndConfig, seconds_to_frames
 from realtime.errors import AudioError, ConfigError
 
-from .data import AUDIO_EXTENSIONS, ClipDataset, ClipItem, decode_items, load_dcase, load_esc50, load_folder, read_audio
+from .data import (AUDIO_EXTENSIONS, ClipDataset, ClipItem, decode_items, load_dcase, load_esc50, load_folder,
+                   read_audio_at)
 from .features import cached_features, features_or_skip
 
-__all__ = ["TrainData", "load_train_data", "load_split", "load_noise_features"]
+__all__ = ["TrainData", "load_train_data", "load_split", "load_noise_features", "train_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +76,25 @@ def _dcase_segments(data: str, fe: FrontEndConfig, labels: list[str] | None, ski
     skipped.extend(str(it.path) for i, it in enumerate(kept) if i not in ok_set)
     feats = dict(zip([kept[i].path.name for i in ok], computed))
     out, labs = [], []
-    fps = fe.frames_per_second
     for r in rows:
         f = feats.get(r.filename)
         if f is None:
             continue
-        a = max(0, int(r.onset * fps))
-        b = min(len(f), max(a + int(0.5 * fps), int(round(r.offset * fps))))
+        a = seconds_to_frames(r.onset, fe) if r.onset > 0 else 0        # the event's first frame
+        b = min(len(f), a + seconds_to_frames(max(0.5, r.offset - r.onset), fe))
         out.append(f[a:b])
         labs.append(index[r.event_label])
     return out, labs, ds.labels
+
+
+def train_labels(cfg: Any) -> list[str]:
+    """The label names a run of ``cfg`` (a TrainConfig) trains on, read from the metadata without decoding audio.
+
+    They are the labels :func:`load_train_data` returns for the same settings.
+    """
+    if cfg.layout == "dcase":
+        return load_dcase(Path(cfg.data) / "audio", Path(cfg.data) / "labels.tsv")[0].labels
+    return load_split(cfg.layout, cfg.data, cfg.train_folds, cfg.licenses).labels
 
 
 def load_noise_features(noise_dir: str | None, fe: FrontEndConfig) -> list[torch.Tensor]:
@@ -95,8 +105,8 @@ def load_noise_features(noise_dir: str | None, fe: FrontEndConfig) -> list[torch
     waves, names = [], []
     for p in files:
         try:
-            waves.append(read_audio(p, fe.sample_rate))
-        except AudioError as e:
+            waves.append(read_audio_at(p, fe.sample_rate))
+        except (AudioError, FileNotFoundError) as e:
             log.warning("skipping unreadable noise file %s (%s)", p.name, e)
             continue
         names.append(str(p))

@@ -17,52 +17,67 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from realtime.config import FrontEndConfig
+from realtime.frontend import silence_frame
+from realtime.windows import clip_window_ends
+
 from .metrics import accuracy, confusion_matrix, mean_average_precision, per_class_table
 
-__all__ = ["window_starts", "clip_scores", "clip_metrics", "write_clip_report", "plot_confusion"]
+__all__ = ["clip_windows", "clip_scores", "clip_metrics", "write_clip_report", "plot_confusion"]
 
 
-def window_starts(n: int, win: int, hop: int) -> list[int]:
-    """Starts of the windows of ``win`` frames every ``hop`` frames that cover ``n`` frames (at least one)."""
-    if n <= win:
-        return [0]
-    starts = list(range(0, n - win + 1, hop))
-    if starts[-1] + win < n:  # the tail the hop would miss
-        starts.append(n - win)
-    return starts
+def clip_windows(f: torch.Tensor, win: int, hop: int, fe: FrontEndConfig) -> torch.Tensor:
+    """The windows ``(W, win, F)`` that tag a clip of normalised log-mel ``f`` ``(frames, F)``.
 
+    The runtime's rule (:func:`realtime.windows.clip_window_ends`, as in :meth:`realtime.Detector.clip_scores`): every
+    full window the streaming scheduler emits; a clip shorter than one window is one window, padded before its
+    start with the front end's digital silence (:func:`realtime.frontend.silence_frame`).
 
-def _windows(f: torch.Tensor, win: int, hop: int) -> torch.Tensor:
-    if f.shape[0] < win:  # pad short clips with their quietest level
-        f = torch.cat([f, f.new_full((win - f.shape[0], f.shape[1]), float(f.min()))])
-    return torch.stack([f[s:s + win] for s in window_starts(f.shape[0], win, hop)])  # (W, win, F)
+    Raises:
+        ValueError: the clip has no frames.
+    """
+    n = f.shape[0]
+    ends = clip_window_ends(n, win, hop)
+    if not ends:
+        raise ValueError("a clip with no frames has no windows to score; accepted: at least one frame")
+    if n < win:
+        floor = torch.from_numpy(silence_frame(fe)).to(dtype=f.dtype, device=f.device)     # (F,)
+        f = torch.cat([floor[None, :].expand(win - n, -1), f])                              # (win, F)
+        ends = [win]
+    return torch.stack([f[e - win:e] for e in ends])                                        # (W, win, F)
 
 
 @torch.no_grad()
-def clip_scores(model: nn.Module, feats: Sequence[torch.Tensor], win: int, hop: int, device: torch.device | str = "cpu",
-                batch_size: int = 128, return_log: bool = False):
+def clip_scores(model: nn.Module, feats: Sequence[torch.Tensor], win: int, hop: int, fe: FrontEndConfig,
+                device: torch.device | str = "cpu", batch_size: int = 128, return_log: bool = False):
     """Scores ``(N, C)``: each clip's window scores (model activation applied) averaged over its windows.
+
+    The windows are :func:`clip_windows`, so that a validation number during training is the number
+    ``aed evaluate`` prints for the same model and clips.
 
     Args:
         model: an aed model (``forward`` gives scores in [0, 1]).
         feats: normalised log-mel ``(frames, F)`` per clip.
         win: window length in frames.
         hop: hop between windows in frames.
+        fe: the front end of the features (its digital silence pads short clips).
         device: where to run.
         batch_size: windows per forward pass.
         return_log: also return ``log(scores)`` (for a validation loss).
     """
     was_training = model.training
     model.eval()
-    per_clip = [_windows(f, win, hop) for f in feats]
+    per_clip = [clip_windows(f, win, hop, fe) for f in feats]
     counts = [len(w) for w in per_clip]
-    allw = torch.cat(per_clip) if per_clip else torch.zeros(0, win, 1)
+    allw = torch.cat(per_clip) if per_clip else torch.zeros(0, win, fe.num_mel_bins)
     outs = []
     for i in range(0, len(allw), batch_size):
         outs.append(model(allw[i:i + batch_size].to(device)).float().cpu())
     model.train(was_training)
     scores = torch.cat(outs) if outs else torch.zeros(0, 0)
-    clip = torch.stack([s.mean(0) for s in torch.split(scores, counts)]).numpy() if counts else np.zeros((0, 0))
+    # mean in float64, as the runtime's Detector.stream_tags sums its window scores
+    clip = (torch.stack([s.double().mean(0) for s in torch.split(scores, counts)]).float().numpy() if counts
+            else np.zeros((0, 0)))
     if return_log:
         return clip, np.log(np.clip(clip, 1e-12, None))
     return clip

@@ -25,7 +25,7 @@ import numpy as np
 
 from realtime.errors import AudioError
 
-from .data import StrongLabel, read_audio, read_dcase_tsv
+from .data import StrongLabel, read_audio_at, read_dcase_tsv
 
 __all__ = ["StreamResult", "stream_detect", "event_f1", "latency_stats", "psds", "evaluate_soundscapes"]
 
@@ -185,7 +185,7 @@ def evaluate_soundscapes(detector: Any, scape_dir: str | Path, chunk_s: float = 
     skipped = []
     for p in files:
         try:
-            audio = read_audio(p, sr)
+            audio = read_audio_at(p, sr)
         except AudioError as e:
             log.warning("skipping unreadable soundscape %s (%s)", p.name, e)
             skipped.append(p.name)

@@ -1,7 +1,9 @@
-"""Training features: the runtime's Kaldi log-mel (torchaudio reference) and an in-memory/on-disk cache.
+"""Training features: the runtime's own log-mel and normalisation, and an in-memory/on-disk cache.
 
-The settings come from :class:`realtime.config.FrontEndConfig`, so that training features equal the
-runtime's features sample for sample (``torchaudio.compliance.kaldi.fbank``, AST convention).
+The log-mel is :func:`realtime.frontend.fbank` and the normalisation :func:`realtime.frontend.normalize`, with the
+settings of a :class:`realtime.config.FrontEndConfig`, so training features are the runtime's features: there is
+one implementation of each (the Kaldi front end matches ``torchaudio.compliance.kaldi.fbank``, AST convention; see
+``tests/test_frontend.py``).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from realtime import frontend
 from realtime.config import FrontEndConfig
 from realtime.errors import AudioError
 
@@ -25,23 +28,25 @@ log = logging.getLogger(__name__)
 
 
 def fbank(audio: np.ndarray | torch.Tensor, fe: FrontEndConfig) -> torch.Tensor:
-    """Raw (un-normalised) log-mel filter banks ``(frames, F)`` of mono audio at ``fe.sample_rate``."""
-    import torchaudio
+    """Raw (un-normalised) log-mel ``(frames, F)`` of mono audio at ``fe.sample_rate``: :func:`realtime.frontend.fbank`.
 
-    wave = torch.as_tensor(np.asarray(audio, dtype=np.float32)).reshape(1, -1)  # (N,) -> (1, N)
-    if wave.shape[1] < fe.frame_length:
-        raise AudioError(f"audio of {wave.shape[1]} samples is too short to score; accepted: at least one frame "
+    Raises:
+        AudioError: the audio is shorter than one frame.
+    """
+    wave = np.asarray(audio, dtype=np.float32).reshape(-1)
+    if frontend.num_frames(wave.shape[0], fe) == 0:
+        raise AudioError(f"audio of {wave.shape[0]} samples is too short to score; accepted: at least one frame "
                          f"({fe.frame_length} samples at {fe.sample_rate} Hz)")
-    return torchaudio.compliance.kaldi.fbank(
-        wave, htk_compat=True, use_energy=False, window_type="hanning", num_mel_bins=fe.num_mel_bins,
-        dither=0.0, frame_shift=fe.frame_shift_ms, frame_length=fe.frame_length_ms,
-        sample_frequency=fe.sample_rate, preemphasis_coefficient=fe.preemphasis, low_freq=fe.low_freq,
-        high_freq=fe.high_freq, remove_dc_offset=True, snip_edges=True)
+    return torch.from_numpy(frontend.fbank(wave, fe))
 
 
 def normalise(fb: torch.Tensor, fe: FrontEndConfig) -> torch.Tensor:
-    """``(fbank - mean) / (2 * std)``, the model's input scale."""
-    return (fb - fe.mean) / (2.0 * fe.std)
+    """The runtime's :func:`realtime.frontend.normalize` on a tensor of log-mel (any shape): the model's input scale.
+
+    The formula lives there only; this converts to NumPy and back (on the tensor's device).
+    """
+    out = frontend.normalize(fb.detach().cpu().numpy(), fe)
+    return torch.from_numpy(out).to(fb.device)
 
 
 def denormalise(x: torch.Tensor, fe: FrontEndConfig) -> torch.Tensor:

@@ -18,7 +18,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +27,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from realtime.config import FrontEndConfig, WindowConfig
+from realtime.config import WindowConfig
 from realtime.errors import ConfigError
 
 from .augment import AugmentConfig, ClipBatcher, draw_window_frames
+from .build import HEAD_PREFIXES, build_model, check_model_kwargs, model_parameters, read_init_config
 from .checkpoint import load_state, restore_optimizer, save_state
-from .datasets import TrainData, load_train_data
+from .datasets import TrainData, load_train_data, train_labels
 from .evaluate import clip_scores, clip_metrics
 
-__all__ = ["TrainConfig", "TrainResult", "train", "cosine_schedule", "EMA", "read_init_config"]
+__all__ = ["TrainConfig", "TrainResult", "train", "cosine_schedule", "EMA", "read_init_config", "build_model",
+           "check_model_kwargs", "model_parameters", "curve_series", "HEAD_PREFIXES"]
 
 log = logging.getLogger(__name__)
 
@@ -166,85 +168,6 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def read_init_config(init: str | Path) -> dict[str, Any]:
-    """The ``config.json`` of the checkpoint directory ``init`` (``--init``), checked before any data is decoded.
-
-    Raises:
-        FileNotFoundError: ``init`` is not a directory holding ``config.json`` and ``model.safetensors``.
-        ConfigError: its ``config.json`` is not valid JSON or names no registered model.
-    """
-    import models
-
-    d = Path(init)
-    accepted = "accepted: a model directory holding config.json and model.safetensors, such as OUT/best of aed train"
-    if not d.is_dir():
-        raise FileNotFoundError(f"no checkpoint directory at {d} to start from (--init); {accepted}")
-    for name in ("config.json", "model.safetensors"):
-        if not (d / name).is_file():
-            raise FileNotFoundError(f"no {name} in the checkpoint directory {d} (--init); {accepted}")
-    try:
-        ck = json.loads((d / "config.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{d / 'config.json'}: not valid JSON ({e}); {accepted}") from None
-    if not isinstance(ck, dict) or not models.is_model(str(ck.get("name"))):
-        name = ck.get("name") if isinstance(ck, dict) else None
-        raise ConfigError(f"{d / 'config.json'}: names no registered model (name {name!r}); known models: "
-                          f"{', '.join(models.list_models())}")
-    return ck
-
-
-def build_model(cfg: TrainConfig, labels: list[str]) -> nn.Module:
-    """Create the model, or rebuild ``cfg.init`` (with adapters for ``--peft``), and prepare PEFT when asked.
-
-    From a checkpoint, the only weights allowed to be missing are the new adapters' (zero-initialised, so the
-    backbone's output is unchanged) and, when the label set differs, the heads, which start fresh.
-    """
-    import models
-
-    kw = {"num_classes": len(labels), "output_activation": cfg.output_activation, **cfg.model_kwargs}
-    if cfg.peft in ("aat", "loaa"):
-        kw.setdefault("adapter", cfg.peft)
-    if not cfg.init:
-        model = models.create_model(cfg.model, **kw)
-    else:
-        from safetensors.torch import load_file
-
-        init = Path(cfg.init)
-        ck = read_init_config(init)
-        model = models.create_model(ck["name"], **{**ck.get("kwargs", {}), **kw})
-        state = load_file(str(init / "model.safetensors"))
-        same_labels = list(ck.get("labels") or []) == list(labels)
-        if not same_labels:
-            state = {k: v for k, v in state.items() if not k.startswith(("head.", "frame_head."))}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        allowed = ("adapter",) if same_labels else ("adapter", "head.", "frame_head.")
-        bad = [k for k in missing if not any(a in k for a in allowed)]
-        if bad or unexpected:
-            raise ConfigError(f"checkpoint {init} does not fit {ck['name']}: missing {bad[:5]}, "
-                              f"unexpected {list(unexpected)[:5]}")
-    if cfg.peft:
-        import models.peft
-
-        info = models.peft.prepare(model, cfg.peft)
-        log.info("PEFT %s: %d of %d parameters trainable (%.1f %%)", cfg.peft, info["trainable"], info["total"],
-                 100 * info["fraction"])
-    return model
-
-
-def _num_mel_bins(cfg: TrainConfig) -> int:
-    """The model's mel bins (they set the front end) without building the full-size model twice."""
-    if cfg.init:
-        ck = read_init_config(cfg.init)
-        try:
-            return int((ck.get("input") or {}).get("num_mel_bins") or ck["frontend"]["num_mel_bins"])
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise ConfigError(f"{Path(cfg.init) / 'config.json'}: no frontend.num_mel_bins; accepted: a config.json "
-                              f"written by aed train or models.save") from None
-    if "num_mel_bins" in cfg.model_kwargs:
-        return int(cfg.model_kwargs["num_mel_bins"])
-    return int(build_model(replace(cfg, peft=None), ["x"]).num_mel_bins)
-
-
 def _loss(logits: torch.Tensor, y: torch.Tensor, activation: str, smoothing: float) -> torch.Tensor:
     logits = logits.float()
     if activation == "softmax":
@@ -254,47 +177,129 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, activation: str, smoothing: flo
     return F.binary_cross_entropy_with_logits(logits, y)
 
 
-def _plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
+def curve_series(rows: list[dict[str, Any]]) -> dict[str, tuple[list[float], list[float]]]:
+    """The learning curves of the per-epoch ``rows``: ``{name: (epochs, values)}``, NaN where a row has no value."""
+    def col(key: str) -> list[float]:
+        return [float("nan") if r.get(key) is None else float(r[key]) for r in rows]
+
+    ep = col("epoch")
+    return {k: (ep, col(k)) for k in ("train_loss", "val_loss", "val_accuracy", "val_map")}
+
+
+_CURVE_LABELS = {"train_loss": "train loss", "val_loss": "val loss", "val_accuracy": "val accuracy",
+                 "val_map": "val mAP"}
+
+
+def _curve_figure(rows: list[dict[str, Any]]):
+    """The learning-curve figure: losses on the left, accuracy and mAP on the right.
+
+    Every curve is drawn with markers, so an epoch shows as a point even where a curve has only one (a line
+    alone needs two).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def col(key: str) -> list[float]:
-        return [float("nan") if r.get(key) is None else float(r[key]) for r in rows]
-
-    ep = col("epoch")
+    series = curve_series(rows)
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(ep, col("train_loss"), label="train loss")
-    a.plot(ep, col("val_loss"), "o-", label="val loss")
-    a.set_xlabel("epoch"), a.set_ylabel("loss"), a.legend()
-    b.plot(ep, col("val_accuracy"), "o-", label="val accuracy")
-    b.plot(ep, col("val_map"), "o-", label="val mAP")
-    b.set_xlabel("epoch"), b.set_ylim(0, 1), b.legend()
+    for ax, keys in ((a, ("train_loss", "val_loss")), (b, ("val_accuracy", "val_map"))):
+        for k in keys:
+            ax.plot(*series[k], "o-", label=_CURVE_LABELS[k])
+        ax.set_xlabel("epoch")
+        ax.legend()
+    a.set_ylabel("loss")
+    b.set_ylim(0, 1)
     fig.tight_layout()
+    return fig
+
+
+def _plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = _curve_figure(rows)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def _save_model(model: nn.Module, directory: Path, data: TrainData, cfg: TrainConfig, provenance: dict[str, Any]) -> None:
-    import models
+    """Write a model directory; its :class:`ModelConfig` has the run's front end, window and default detection."""
+    from models.io import build_config, save_with_config
 
-    models.save(model, directory, labels=data.labels, frontend=data.frontend,
-                window=WindowConfig(cfg.eval_window_s, cfg.eval_hop_s),
-                thresholds={"default": 0.5, "per_class": {}}, training=provenance)
+    config = build_config(model, labels=data.labels, frontend=data.frontend,
+                          window=WindowConfig(cfg.eval_window_s, cfg.eval_hop_s), training=provenance)
+    save_with_config(model, directory, config)
+
+
+@dataclass
+class _Run:
+    """The state of one training run, shared by the steps of :func:`train`."""
+
+    cfg: TrainConfig
+    rank: int
+    world: int
+    device: torch.device
+    out: Path
+    main: bool
+    t_start: float
+    data: TrainData | None = None
+    model: nn.Module | None = None
+    batcher: ClipBatcher | None = None
+    n_train: int = 0
+    steps_per_epoch: int = 0
+    total_steps: int = 0
+    warmup: int = 0
+    params: list[nn.Parameter] = field(default_factory=list)
+    opt: torch.optim.Optimizer | None = None
+    ema: EMA | None = None
+    use_amp: bool = False
+    amp_dtype: torch.dtype = torch.float16
+    scaler: Any = None
+    net: nn.Module | None = None
+    start_epoch: int = 0
+    step: int = 0
+    best: float = -1.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    t_loop: float = 0.0
 
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) training as configured; returns the last epoch's metrics.
 
+    The steps: start the processes (:func:`_start`), read the data and build the model (:func:`_data_and_model`),
+    set up the optimisation (:func:`_optimisation`), then per epoch train (:func:`_train_epoch`) and validate,
+    save and log (:func:`_finish_epoch`), and at the end export (:func:`_export`).
+
     Raises:
         FileNotFoundError: ``cfg.init`` is not a checkpoint directory (checked before any data is decoded), or the
             data is missing.
         ConfigError: the data's metadata, the settings or the checkpoint are not usable (the message says why).
+        ModelFileError: the ``cfg.init`` checkpoint is corrupt or does not fit the model.
         AudioError: no training clip could be decoded.
     """
     if cfg.init:
         read_init_config(cfg.init)
+    run = _start(cfg)
+    _data_and_model(run)
+    _optimisation(run)
+    metrics: dict[str, Any] = {}
+    run.t_loop = time.time()  # ETA: training time of this process only (no data loading, no earlier run)
+    for epoch in range(run.start_epoch, cfg.epochs):
+        metrics = _train_epoch(run, epoch)
+        if run.world > 1:
+            torch.distributed.barrier()
+        if run.main:
+            _finish_epoch(run, epoch, metrics)
+        if run.world > 1:
+            torch.distributed.barrier()
+    if run.main and cfg.export and (run.out / "best").is_dir():
+        _export(run.out / "best", Path(cfg.export))
+    return TrainResult(epoch=cfg.epochs, step=run.step, metrics=metrics, best_val_accuracy=run.best, out=run.out,
+                       seconds=time.time() - run.t_start)
+
+
+def _start(cfg: TrainConfig) -> _Run:
+    """Processes (DDP under torchrun), threads, seeds and the run directory."""
     rank, world, device = _dist_setup(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -303,141 +308,145 @@ def train(cfg: TrainConfig) -> TrainResult:
     main = rank == 0
     if main:
         out.mkdir(parents=True, exist_ok=True)
-    t_start = time.time()
+    return _Run(cfg=cfg, rank=rank, world=world, device=device, out=out, main=main, t_start=time.time())
 
-    mel = _num_mel_bins(cfg)
-    data = load_train_data(cfg, num_mel_bins=mel)
-    model = build_model(cfg, data.labels).to(device)
-    batcher = ClipBatcher(data.train_feats, data.train_labels, len(data.labels), data.frontend, cfg.augment,
-                          data.noise_feats)
-    n_train = len(data.train_feats)
-    steps_per_epoch = cfg.steps_per_epoch or max(1, n_train // (cfg.batch_size * world))
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    use_amp = cfg.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+def _data_and_model(run: _Run) -> None:
+    """The model (built once, from the labels the metadata names), then the features at its mel bins."""
+    cfg = run.cfg
+    labels = train_labels(cfg)
+    model = build_model(cfg, labels)
+    data = load_train_data(cfg, num_mel_bins=model.num_mel_bins)
+    if data.labels != labels:  # pragma: no cover - the same metadata read twice
+        raise ConfigError(f"the training data's labels changed while it was read: {labels[:5]} ... vs "
+                          f"{data.labels[:5]} ...")
+    run.data, run.model = data, model.to(run.device)
+    run.batcher = ClipBatcher(data.train_feats, data.train_labels, len(data.labels), data.frontend, cfg.augment,
+                              data.noise_feats)
+    run.n_train = len(data.train_feats)
+    run.steps_per_epoch = cfg.steps_per_epoch or max(1, run.n_train // (cfg.batch_size * run.world))
+    run.total_steps = run.steps_per_epoch * cfg.epochs
+    run.warmup = int(round(cfg.warmup_epochs * run.steps_per_epoch))
 
-    start_epoch, step, best = 0, 0, -1.0
-    history: list[dict[str, Any]] = []
+
+def _optimisation(run: _Run) -> None:
+    """AdamW, the EMA, mixed precision, a resumed state (``cfg.resume``), the DDP wrapper and the run's config."""
+    cfg, model, out, device = run.cfg, run.model, run.out, run.device
+    run.params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in run.params if p.ndim > 1]
+    no_decay = [p for p in run.params if p.ndim <= 1]
+    run.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    run.ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    run.use_amp = cfg.amp and device.type == "cuda"
+    run.amp_dtype = torch.bfloat16 if run.use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    run.scaler = torch.amp.GradScaler("cuda", enabled=run.use_amp and run.amp_dtype == torch.float16)
+    ema = run.ema
     if cfg.resume and (out / "last" / "state.json").is_file():
         msd, esd, otensors, st = load_state(out / "last")
         model.load_state_dict(msd, strict=True)
         if ema is not None and esd is not None:
             ema.shadow = {k: v.to(device) for k, v in esd.items()}
             ema.updates = st.get("ema_updates", 0)
-        restore_optimizer(opt, otensors, st["optimizer"])
-        start_epoch, step, best = st["epoch"], st["step"], st.get("best_val_accuracy", -1.0)
-        history = st.get("history", [])
-        if main:
-            log.info("resumed from %s at epoch %d, step %d", out / "last", start_epoch, step)
-    elif main:
+        restore_optimizer(run.opt, otensors, st["optimizer"])
+        run.start_epoch, run.step, run.best = st["epoch"], st["step"], st.get("best_val_accuracy", -1.0)
+        run.history = st.get("history", [])
+        if run.main:
+            log.info("resumed from %s at epoch %d, step %d", out / "last", run.start_epoch, run.step)
+    elif run.main:
         (out / "metrics.csv").unlink(missing_ok=True)
         (out / "metrics.jsonl").unlink(missing_ok=True)
     if ema is not None:
         ema.shadow = {k: v.to(device) for k, v in ema.shadow.items()}
+    run.net = _Logits(model)
+    if run.world > 1:
+        run.net = nn.parallel.DistributedDataParallel(run.net, find_unused_parameters=True)
+    if run.main:
+        (out / "config.json").write_text(json.dumps({"train": cfg.to_dict(), "world_size": run.world,
+                                                     "labels": run.data.labels,
+                                                     "frontend": run.data.frontend.to_dict()}, indent=1))
 
-    net: nn.Module = _Logits(model)
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(net, find_unused_parameters=True)
-    if main:
-        (out / "config.json").write_text(json.dumps({"train": cfg.to_dict(), "world_size": world,
-                                                     "labels": data.labels,
-                                                     "frontend": data.frontend.to_dict()}, indent=1))
-    fps = data.frontend.frames_per_second
-    metrics: dict[str, Any] = {}
-    t_loop = time.time()  # ETA: training time of this process only (no data loading, no earlier run)
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        order = torch.randperm(n_train, generator=gen)
-        gen_rank = torch.Generator().manual_seed((cfg.seed * 1_000_003 + epoch) * 131 + rank)
-        torch.manual_seed(cfg.seed * 7919 + epoch * 31 + rank)
-        bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", main and cfg.progress)
-        t0, seen, loss_sum = time.time(), 0, 0.0
-        for i in range(steps_per_epoch):
-            lo = (i * world + rank) * cfg.batch_size
-            idx = [int(order[j % n_train]) for j in range(lo, lo + cfg.batch_size)]
-            frames = draw_window_frames(gen_rank, cfg.augment.min_window_s, cfg.augment.max_window_s, fps,
-                                        model.t_min, model.t_max)
-            x, y = batcher.batch(idx, frames, gen_rank, augment=True)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            lr = cfg.lr * cosine_schedule(step, total_steps, warmup, cfg.min_lr_ratio)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                logits = net(x)
-            loss = _loss(logits, y, cfg.output_activation, cfg.label_smoothing)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {step}")
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:
-                scaler.unscale_(opt)
-                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            if ema is not None:
-                ema.update(model)
-            step += 1
-            seen += len(idx) * world
-            loss_sum += loss.item()
-            if bar is not None:
-                el = time.time() - t0
-                done_here = step - start_epoch * steps_per_epoch
-                eta = (time.time() - t_loop) / max(1, done_here) * (total_steps - step)
-                bar.set_postfix(loss=f"{loss_sum / (i + 1):.3f}", clips_s=f"{seen / max(el, 1e-9):.1f}",
-                                lr=f"{lr:.2e}", eta_run=f"{eta / 60:.1f}m")
-                bar.update(1)
+
+def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
+    """One epoch of optimiser steps; returns its training metrics."""
+    cfg, model, world, rank, n_train = run.cfg, run.model, run.world, run.rank, run.n_train
+    model.train()
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    order = torch.randperm(n_train, generator=gen)
+    gen_rank = torch.Generator().manual_seed((cfg.seed * 1_000_003 + epoch) * 131 + rank)
+    torch.manual_seed(cfg.seed * 7919 + epoch * 31 + rank)
+    bar = _progress(run.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", run.main and cfg.progress)
+    t0, seen, loss_sum, lr = time.time(), 0, 0.0, cfg.lr
+    for i in range(run.steps_per_epoch):
+        lo = (i * world + rank) * cfg.batch_size
+        idx = [int(order[j % n_train]) for j in range(lo, lo + cfg.batch_size)]
+        frames = draw_window_frames(gen_rank, cfg.augment.min_window_s, cfg.augment.max_window_s, run.data.frontend,
+                                    model.t_min, model.t_max)
+        x, y = run.batcher.batch(idx, frames, gen_rank, augment=True)
+        x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+        lr = cfg.lr * cosine_schedule(run.step, run.total_steps, run.warmup, cfg.min_lr_ratio)
+        for g in run.opt.param_groups:
+            g["lr"] = lr
+        with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.use_amp):
+            logits = run.net(x)
+        loss = _loss(logits, y, cfg.output_activation, cfg.label_smoothing)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {run.step}")
+        run.opt.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            run.scaler.unscale_(run.opt)
+            nn.utils.clip_grad_norm_(run.params, cfg.grad_clip)
+        run.scaler.step(run.opt)
+        run.scaler.update()
+        if run.ema is not None:
+            run.ema.update(model)
+        run.step += 1
+        seen += len(idx) * world
+        loss_sum += loss.item()
         if bar is not None:
-            bar.close()
-        train_time = time.time() - t0
-        metrics = {"epoch": epoch + 1, "step": step, "lr": lr, "train_loss": loss_sum / steps_per_epoch,
-                   "train_clips_per_s": seen / max(train_time, 1e-9), "epoch_seconds": train_time}
-        if world > 1:
-            torch.distributed.barrier()
-        if main:
-            eval_model = model
-            if ema is not None:
-                saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                ema.copy_to(model)
-            last_epoch = epoch + 1 == cfg.epochs
-            if data.val_feats and ((epoch + 1) % max(1, cfg.val_every) == 0 or last_epoch):
-                metrics.update(_validate(eval_model, data, cfg, device))
-            best_now = metrics.get("val_accuracy", -1.0 if data.val_feats else -metrics["train_loss"])
-            provenance = {"train_config": cfg.to_dict(), "epoch": epoch + 1, "step": step, "world_size": world,
-                          "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-                          "train_clips": n_train, "val_clips": len(data.val_feats),
-                          "skipped_files": data.skipped, "seconds": time.time() - t_start,
-                          "device": _device_name(device)}
-            if best_now > best:
-                best = best_now
-                _save_model(model, out / "best", data, cfg, provenance)
-            metrics["best_val_accuracy"] = best
-            _save_model(model, out / "final", data, cfg, provenance)
-            if ema is not None:
-                model.load_state_dict(saved, strict=True)
-            history.append(metrics)
-            _append_metrics(out, metrics)
-            _plot_curves(history, out / "learning_curves.png")
-            save_state(out / "last", model.state_dict(), None if ema is None else ema.shadow, opt,
-                       {"epoch": epoch + 1, "step": step, "best_val_accuracy": best, "history": history,
-                        "ema_updates": 0 if ema is None else ema.updates, "train_config": cfg.to_dict()})
-            log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) if isinstance(v, float) else v
-                                                 for k, v in metrics.items()})
-        if world > 1:
-            torch.distributed.barrier()
-    if main and cfg.export and (out / "best").is_dir():
-        _export(out / "best", Path(cfg.export))
-    return TrainResult(epoch=cfg.epochs, step=step, metrics=metrics, best_val_accuracy=best, out=out,
-                       seconds=time.time() - t_start)
+            el = time.time() - t0
+            done_here = run.step - run.start_epoch * run.steps_per_epoch
+            eta = (time.time() - run.t_loop) / max(1, done_here) * (run.total_steps - run.step)
+            bar.set_postfix(loss=f"{loss_sum / (i + 1):.3f}", clips_s=f"{seen / max(el, 1e-9):.1f}",
+                            lr=f"{lr:.2e}", eta_run=f"{eta / 60:.1f}m")
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    train_time = time.time() - t0
+    return {"epoch": epoch + 1, "step": run.step, "lr": lr, "train_loss": loss_sum / run.steps_per_epoch,
+            "train_clips_per_s": seen / max(train_time, 1e-9), "epoch_seconds": train_time}
+
+
+def _finish_epoch(run: _Run, epoch: int, metrics: dict[str, Any]) -> None:
+    """Validate the EMA weights, save ``best`` and ``final``, append the metrics, draw the curves, save the state."""
+    cfg, model, data, ema, out = run.cfg, run.model, run.data, run.ema, run.out
+    if ema is not None:
+        saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        ema.copy_to(model)
+    last_epoch = epoch + 1 == cfg.epochs
+    if data.val_feats and ((epoch + 1) % max(1, cfg.val_every) == 0 or last_epoch):
+        metrics.update(_validate(model, data, cfg, run.device))
+    best_now = metrics.get("val_accuracy", -1.0 if data.val_feats else -metrics["train_loss"])
+    provenance = {"train_config": cfg.to_dict(), "epoch": epoch + 1, "step": run.step, "world_size": run.world,
+                  "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                  "train_clips": run.n_train, "val_clips": len(data.val_feats),
+                  "skipped_files": data.skipped, "seconds": time.time() - run.t_start,
+                  "device": _device_name(run.device)}
+    if best_now > run.best:
+        run.best = best_now
+        _save_model(model, out / "best", data, cfg, provenance)
+    metrics["best_val_accuracy"] = run.best
+    _save_model(model, out / "final", data, cfg, provenance)
+    if ema is not None:
+        model.load_state_dict(saved, strict=True)
+    run.history.append(metrics)
+    _append_metrics(out, metrics)
+    _plot_curves(run.history, out / "learning_curves.png")
+    save_state(out / "last", model.state_dict(), None if ema is None else ema.shadow, run.opt,
+               {"epoch": epoch + 1, "step": run.step, "best_val_accuracy": run.best, "history": run.history,
+                "ema_updates": 0 if ema is None else ema.updates, "train_config": cfg.to_dict()})
+    log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
 
 
 def _validate(model: nn.Module, data: TrainData, cfg: TrainConfig, device: torch.device) -> dict[str, float]:
@@ -445,7 +454,7 @@ def _validate(model: nn.Module, data: TrainData, cfg: TrainConfig, device: torch
     if cfg.max_val_clips:
         feats, labels = feats[:cfg.max_val_clips], labels[:cfg.max_val_clips]
     win, hop = WindowConfig(cfg.eval_window_s, cfg.val_hop_s).frames(data.frontend)
-    scores, logp = clip_scores(model, feats, win, hop, device=device, return_log=True)
+    scores, logp = clip_scores(model, feats, win, hop, data.frontend, device=device, return_log=True)
     m = clip_metrics(scores, labels)
     val_loss = float(-np.mean(logp[np.arange(len(labels)), labels])) if cfg.output_activation == "softmax" else None
     return {"val_accuracy": m["accuracy"], "val_map": m["map"], "val_loss": val_loss}

@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from realtime.config import FrontEndConfig, WindowConfig
+from realtime.config import FrontEndConfig, WindowConfig, seconds_to_frames
 from realtime.errors import ConfigError
 
 from .sed_data import NegativeBank, activity_mask, build_negative_bank, clip_arrays, features, from_power, power
@@ -290,6 +290,7 @@ def _load_event_clips(cfg: SedConfig, folds: list[int], fe: FrontEndConfig, lice
 def train_sed(cfg: SedConfig) -> Path:
     """Run (or resume) one detection training run; writes ``out/final`` (a checkpoint) and ``out/metrics.jsonl``."""
     import models
+    from models.io import build_config, save_with_config
     from models.training.checkpoint import load_state, restore_optimizer, save_state
     from models.training.loop import EMA, cosine_schedule
 
@@ -331,14 +332,13 @@ def train_sed(cfg: SedConfig) -> Path:
         rng = np.random.default_rng([cfg.seed, start_epoch])
         log.info("resumed %s at epoch %d", out, start_epoch)
     (out / "config.json").write_text(json.dumps({"sed": cfg.to_dict(), "labels": names}, indent=1))
-    fps = fe.frames_per_second
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         t0, loss_sum = time.time(), 0.0
         for _ in range(steps):
-            T = int(round(cfg.window_s * fps))
+            T = seconds_to_frames(cfg.window_s, fe)
             if rng.random() < cfg.vary_window:
-                T = int(round(rng.uniform(cfg.min_window_s, cfg.max_window_s) * fps))
+                T = seconds_to_frames(rng.uniform(cfg.min_window_s, cfg.max_window_s), fe)
             T = min(max(T, model.t_min), model.t_max)
             x, yc, yf = batcher.batch(cfg.batch_size, T, rng)
             lr_scale = cosine_schedule(step, total, warmup, 0.02)
@@ -374,8 +374,8 @@ def train_sed(cfg: SedConfig) -> Path:
                       "negatives": {k: len(v) for k, v in negatives.feats.items()},
                       "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                       "seconds": time.time() - t_start, "device": "CPU, %d thread(s)" % torch.get_num_threads()}
-        models.save(model, out / "final", labels=names, frontend=fe, window=WindowConfig(1.0, 0.1),
-                    thresholds={"default": 0.5, "per_class": {}}, training=provenance)
+        save_with_config(model, out / "final", build_config(model, labels=names, frontend=fe,
+                                                            window=WindowConfig(1.0, 0.1), training=provenance))
         model.load_state_dict(raw, strict=True)
         history.append(metrics)
         with open(out / "metrics.jsonl", "a") as f:
@@ -395,6 +395,6 @@ def _validate(model: nn.Module, feats: list[torch.Tensor], labels: list[int], fe
     from .evaluate import clip_scores
 
     win, hop = WindowConfig(1.0, 0.5).frames(fe)
-    scores = clip_scores(model, feats, win, hop)
+    scores = clip_scores(model, feats, win, hop, fe)
     acc = float(np.mean(np.argmax(scores, axis=1) == np.asarray(labels)))
     return {"val_accuracy": acc}

@@ -35,6 +35,8 @@ import torch
 from realtime.config import FrontEndConfig
 from realtime.frontend import fbank, normalize
 
+from .features import denormalise, normalise
+
 __all__ = ["features", "power", "from_power", "activity_mask", "coloured_noise", "dither", "speech_clips",
            "NegativeBank", "build_negative_bank", "SPEECH_TRAIN", "SPEECH_EVAL"]
 
@@ -55,14 +57,14 @@ def _offset(fe: FrontEndConfig) -> float:
 
 def power(x: torch.Tensor, fe: FrontEndConfig) -> torch.Tensor:
     """Normalised log-mel -> mel power (the inverse of ``normalize`` then of the log)."""
-    return (torch.exp(x * (2.0 * fe.std) + fe.mean) - _offset(fe)).clamp_min(0.0)
+    return (torch.exp(denormalise(x, fe)) - _offset(fe)).clamp_min(0.0)
 
 
 def from_power(p: torch.Tensor, fe: FrontEndConfig) -> torch.Tensor:
     """Mel power -> normalised log-mel."""
     off = _offset(fe)
     logp = torch.log(p + off) if off > 0 else torch.log(p.clamp_min(float(np.finfo(np.float32).eps)))
-    return (logp - fe.mean) / (2.0 * fe.std)
+    return normalise(logp, fe)
 
 
 def activity_mask(x: torch.Tensor, fe: FrontEndConfig, activity_db: float = 25.0, floor_db: float = -75.0,
@@ -118,7 +120,7 @@ def speech_clips(split: dict, cache_dir: str | Path, rng: np.random.Generator) -
 
     Returns an empty list (with a warning) where ``espeak-ng`` is not installed (Debian package ``espeak-ng``).
     """
-    from .data import read_audio
+    from .data import read_audio_at
 
     exe = shutil.which("espeak-ng")
     cache = Path(cache_dir)
@@ -137,7 +139,7 @@ def speech_clips(split: dict, cache_dir: str | Path, rng: np.random.Generator) -
                 subprocess.run([exe, "-v", v, "-s", str(speed), "-p", str(pitch), "-w", str(tmp), s], check=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 tmp.replace(wav)
-            out.append(read_audio(wav, SAMPLE_RATE))
+            out.append(read_audio_at(wav, SAMPLE_RATE))
     return out
 
 
@@ -169,7 +171,7 @@ class NegativeBank:
 def build_negative_bank(fe: FrontEndConfig, noise_dir: str | Path | None, split: str, cache_dir: str | Path,
                         noise_train_fraction: float = 0.7, seed: int = 0, keep_audio: bool = False) -> NegativeBank:
     """The negatives of one split (``"train"`` or ``"eval"``): recordings, coloured noise, dither, speech, silence."""
-    from .data import read_audio
+    from .data import read_audio_at
 
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
@@ -177,7 +179,7 @@ def build_negative_bank(fe: FrontEndConfig, noise_dir: str | Path | None, split:
     bank = NegativeBank()
     if noise_dir and Path(noise_dir).is_dir():
         for p in sorted(Path(noise_dir).glob("*.flac")) + sorted(Path(noise_dir).glob("*.wav")):
-            x = read_audio(p, fe.sample_rate)
+            x = read_audio_at(p, fe.sample_rate)
             cut = int(len(x) * noise_train_fraction)
             bank.add(f"recording:{p.stem}", x[:cut] if split == "train" else x[cut:], fe, keep_audio)
     for kind in ("white", "pink", "brown"):
@@ -191,7 +193,7 @@ def build_negative_bank(fe: FrontEndConfig, noise_dir: str | Path | None, split:
 
 
 def clip_arrays(paths: Sequence[Path], fe: FrontEndConfig) -> list[np.ndarray]:
-    """Decode clips at the front end's rate with the trainer's reader (:func:`models.training.data.read_audio`)."""
-    from .data import read_audio
+    """Decode clips at the front end's rate with the trainer's reader (:func:`models.training.data.read_audio_at`)."""
+    from .data import read_audio_at
 
-    return [read_audio(p, fe.sample_rate) for p in paths]
+    return [read_audio_at(p, fe.sample_rate) for p in paths]

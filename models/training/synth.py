@@ -22,7 +22,7 @@ import numpy as np
 
 from realtime.errors import AudioError, ConfigError
 
-from .data import ClipDataset, StrongLabel, read_audio, write_dcase_tsv
+from .data import ClipDataset, StrongLabel, read_audio_at, write_dcase_tsv
 
 __all__ = ["SynthConfig", "active_bounds", "active_runs", "synthesise", "mix_soundscape"]
 
@@ -172,7 +172,7 @@ def synthesise(events: ClipDataset, backgrounds: Sequence[str | Path], out_dir: 
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
     (out / "audio").mkdir(parents=True, exist_ok=True)
-    bgs = [read_audio(p, cfg.sample_rate) for p in backgrounds]
+    bgs = [read_audio_at(p, cfg.sample_rate) for p in backgrounds]
     cache: dict[int, np.ndarray | None] = {}
     rows: list[StrongLabel] = []
     skipped = 0
@@ -184,8 +184,8 @@ def synthesise(events: ClipDataset, backgrounds: Sequence[str | Path], out_dir: 
             i = int(rng.integers(len(events.items)))
             if i not in cache:
                 try:
-                    cache[i] = read_audio(events.items[i].path, cfg.sample_rate)
-                except AudioError as e:
+                    cache[i] = read_audio_at(events.items[i].path, cfg.sample_rate)
+                except (AudioError, FileNotFoundError) as e:
                     log.warning("skipping unreadable event clip %s (%s)", events.items[i].path.name, e)
                     cache[i] = None
                     skipped += 1
