@@ -174,9 +174,12 @@ def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu",
         state = {k: v for k, v in state.items() if not (is_fresh(k) and (k not in ours or ours[k].shape != v.shape))}
         missing = [k for k in ours if k not in state and not is_fresh(k)]
         unexpected = [k for k in state if k not in ours]
-        if missing or unexpected:
+        shaped = [f"{k} {tuple(v.shape)} vs {tuple(ours[k].shape)}" for k, v in state.items()
+                  if k in ours and ours[k].shape != v.shape]
+        if missing or unexpected or shaped:
             raise ModelFileError(f"weights in {directory} do not fit model {config.name!r}: missing {missing[:5]}, "
-                                 f"unexpected {unexpected[:5]} (fresh tensors allowed: {list(fresh)})")
+                                 f"unexpected {unexpected[:5]}, other shapes {shaped[:3]} "
+                                 f"(fresh tensors allowed: {list(fresh)})")
         model.load_state_dict(state, strict=False)
     else:
         try:

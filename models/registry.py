@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import fnmatch
+import inspect
+import typing
 from typing import Callable
 
 import torch.nn as nn
 from realtime.errors import ConfigError
 
-__all__ = ["register_model", "create_model", "list_models", "is_model"]
+__all__ = ["register_model", "create_model", "list_models", "is_model", "model_parameters"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -52,3 +54,22 @@ def create_model(name: str, **kwargs) -> nn.Module:
     model.model_name = name
     model.model_kwargs = dict(kwargs)
     return model
+
+
+def model_parameters(name: str) -> list[str] | None:
+    """The keyword arguments the registered model ``name`` accepts (its class's constructor), or None where the
+    variant does not say (a factory that returns no annotated class and takes ``**kwargs`` only)."""
+    _ensure_families_loaded()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
+    factory = _REGISTRY[name]
+    try:
+        target = typing.get_type_hints(factory).get("return")
+    except (NameError, TypeError):
+        target = None
+    sig = inspect.signature(target if inspect.isclass(target) else factory)
+    params = [p for p in sig.parameters.values() if p.name != "self"]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params if p.kind in named]

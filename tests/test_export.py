@@ -154,3 +154,17 @@ def test_export_embeds_given_config_and_keeps_training_mode(tmp_path):
     assert embedded["labels"] == cfg["labels"] and embedded["training"] == {"custom": 1}
     with pytest.raises(ConfigError, match="custom"):  # an unknown top-level key is refused, not embedded
         export_onnx(model, tmp_path / "bad.onnx", config={**cfg, "custom": 1})
+
+
+def test_load_with_fresh_tensors_refuses_a_misshaped_kept_one(tmp_path):
+    import models
+    from realtime.errors import ModelFileError
+
+    torch.manual_seed(0)
+    m = models.create_model("mn_test", num_classes=3)
+    models.save(m, tmp_path, labels=["a", "b", "c"])
+    loaded, _ = models.load(tmp_path, fresh=("classifier.5.",), num_classes=5)      # a new head: fresh, allowed
+    kept = {k: v for k, v in loaded.state_dict().items() if not k.startswith("classifier.5.")}
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in kept.items())
+    with pytest.raises(ModelFileError, match="other shapes"):
+        models.load(tmp_path, fresh=("features.0.",), num_classes=5)                 # the head is not fresh here

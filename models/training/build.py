@@ -12,15 +12,14 @@ Example:
 """
 from __future__ import annotations
 
-import inspect
 import logging
-import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 import torch.nn as nn
 
+from models.registry import model_parameters
 from realtime.config import ModelConfig
 from realtime.errors import ConfigError
 
@@ -59,26 +58,6 @@ def read_init_config(init: str | Path) -> ModelConfig:
         raise ConfigError(f"{d / 'config.json'}: names no registered model (name {config.name!r}); known models: "
                           f"{', '.join(models.list_models())}")
     return config
-
-
-def model_parameters(name: str) -> list[str] | None:
-    """The keyword arguments the registered model ``name`` accepts (its class's constructor), or None where the
-    variant does not say (a factory that returns no annotated class and takes ``**kwargs`` only)."""
-    import models.registry as registry
-
-    if not registry.is_model(name):
-        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(registry.list_models())}")
-    factory = registry._REGISTRY[name]
-    try:
-        target = typing.get_type_hints(factory).get("return")
-    except (NameError, TypeError):
-        target = None
-    sig = inspect.signature(target if inspect.isclass(target) else factory)
-    params = [p for p in sig.parameters.values() if p.name != "self"]
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return [p.name for p in params if p.kind in named]
 
 
 def check_model_kwargs(name: str, kwargs: Mapping[str, Any]) -> None:
