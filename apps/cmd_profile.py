@@ -32,7 +32,8 @@ def register(sub) -> None:
     p.add_argument("--bursts", type=int, metavar="N", help="injected events per session (default 10)")
     p.add_argument("--window", default=None, metavar="LIST", help="window length(s) in seconds, e.g. 0.5,1,2 "
                                                                   "(default: the model's)")
-    p.add_argument("--hop", default=None, metavar="LIST", help="hop(s) in seconds, e.g. 0.05,0.1 (default: the model's)")
+    p.add_argument("--hop", default=None, metavar="LIST",
+                   help="hop(s) in seconds, e.g. 0.05,0.1 (default: the model's)")
     p.add_argument("--trigger", choices=("auto", "model", "loudness"), default="auto",
                    help="who decides an onset: the model's scores, or a loudness reference on the same windows (the "
                         "model still runs on every window, so the cost is real). auto: model with --events, else "
@@ -64,7 +65,8 @@ def _check(args) -> tuple[list[str], list[float] | None, list[float] | None]:
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     bad = [e for e in engines if e not in ENGINE_KINDS]
     if not engines or bad:
-        raise UserError(f"unknown engine(s) {', '.join(bad) or repr(args.engines)}; choose from {', '.join(ENGINE_KINDS)}")
+        raise UserError(f"unknown engine(s) {', '.join(bad) or repr(args.engines)}; "
+                        f"choose from {', '.join(ENGINE_KINDS)}")
     if len(set(engines)) != len(engines):
         raise UserError(f"--engines lists an engine twice: {args.engines}")
     windows, hops = _floats(args.window, "window"), _floats(args.hop, "hop")
@@ -94,7 +96,9 @@ def _check(args) -> tuple[list[str], list[float] | None, list[float] | None]:
     return engines, windows, hops
 
 
-def _open_engines(args, kinds: list[str], trigger: str):
+def _open_engines(args, kinds: list[str], trigger: str) -> tuple[list, Path | None]:
+    """One :class:`EngineSpec` per engine kind, in the order given; the loudness reference takes the front end of
+    the first real engine (64 mel bins without one). On any failure every engine opened so far is closed."""
     from apps.profiler.core import EngineSpec, LoudnessReference
 
     specs, path = [], None
@@ -102,19 +106,16 @@ def _open_engines(args, kinds: list[str], trigger: str):
         from engines import default_model_path
 
         path = args.model or default_model_path()
-    fe = None
     try:
         for k in kinds:
             if k == "loudness":
                 continue
             from engines import create_engine
 
-            eng = create_engine(k, path, threads=args.threads)
-            fe = fe or (getattr(eng, "config", None) or {}).get("frontend")
-            specs.append(EngineSpec(k, eng, trigger))
+            specs.append(EngineSpec(k, create_engine(k, path, threads=args.threads), trigger))
         if "loudness" in kinds:
-            ref = LoudnessReference(frontend=fe or {"num_mel_bins": 64})
-            specs.insert(kinds.index("loudness"), EngineSpec("loudness", ref, "model"))
+            frontend = specs[0].engine.config.frontend if specs else None
+            specs.insert(kinds.index("loudness"), EngineSpec("loudness", LoudnessReference(frontend=frontend), "model"))
     except BaseException:
         for s in specs:
             s.engine.close()
@@ -122,83 +123,120 @@ def _open_engines(args, kinds: list[str], trigger: str):
     return specs, path
 
 
+def _windows_and_hops(specs: list, windows: list[float] | None, hops: list[float] | None
+                      ) -> tuple[list[float], list[float]]:
+    """The sweep: the user's windows and hops, or the first real engine's model window and hop."""
+    from realtime.config import WindowConfig
+
+    model_window = next((s.engine.config.window for s in specs if s.kind != "loudness"), WindowConfig())
+    windows = windows or [model_window.window_s]
+    hops = hops or [model_window.hop_s]
+    for h in hops:
+        if h > min(windows):
+            raise UserError(f"--hop {h:g} s is longer than the window {min(windows):g} s")
+    return windows, hops
+
+
+def _build_source(args, windows: list[float], hops: list[float]):
+    """The replayed source (``--source``) sized for the longest window and hop of the sweep."""
+    from apps.profiler.core import FileReplaySource, MicSource, SyntheticSource, read_events_tsv
+
+    bursts = args.bursts if args.bursts is not None else (0 if args.duration else 10)
+    try:
+        if args.source == "synthetic":
+            return SyntheticSource(bursts=bursts, window_s=max(windows), hop_s=max(hops), duration_s=args.duration,
+                                   block_s=args.block, seed=args.seed)
+        if args.source == "mic":
+            dev = int(args.device) if args.device and str(args.device).isdigit() else args.device
+            return MicSource(bursts or 10, max(windows), max(hops), device=dev, block_s=args.block, seed=args.seed)
+        events = read_events_tsv(args.events) if args.events else None
+        source = FileReplaySource(args.source, events, segment_s=max(5.0, max(windows) + 2.0), block_s=args.block)
+        if args.duration:
+            source.audio = source.audio[:int(args.duration * source.rate)]
+        return source
+    except ValueError as e:
+        raise UserError(str(e)) from e
+
+
+def _run_config(args, kinds: list[str], model_path: Path | None, windows: list[float], hops: list[float],
+                trigger: str, source) -> dict:
+    """The run's settings as the report records them."""
+    return {"engines": kinds, "model": str(model_path) if model_path else None, "source": args.source,
+            "events": args.events, "windows_s": windows, "hops_s": hops, "trigger": trigger,
+            "threads": args.threads, "block_s": args.block,
+            "bursts": len(getattr(source, "bursts", [])) or getattr(source, "slots", None),
+            "segment_s": source.segment_s, "source_rate": getattr(source, "rate", None), "threshold": args.threshold,
+            "seed": args.seed, "alternation": "round-robin per segment, order rotated every segment"}
+
+
+def _notes(specs: list, kinds: list[str], trigger: str) -> list[str]:
+    """What a reader of the report must know about the sessions (trigger, untrained models, the reference)."""
+    notes = []
+    if trigger == "loudness" and any(s.kind != "loudness" for s in specs):
+        notes.append("Onset trigger: loudness reference. Every window runs through the model (its cost is "
+                     "measured), but the onset decision is a loudness threshold on the same window, so the "
+                     "latency is the pipeline's, not the classifier's.")
+    for sp in specs:
+        cfg = sp.engine.config
+        if sp.kind != "loudness" and not cfg.training:
+            notes.append(f"The {sp.kind} model ({cfg.name or '?'}) carries no training record in its "
+                         "config: probably untrained (random weights); its compute cost is real, its scores "
+                         "are not.")
+    if "loudness" in kinds:
+        notes.append("Session 'loudness' is a model-free reference engine (no model at all): pipeline latency "
+                     "without inference cost.")
+    return notes
+
+
+def _profile(prof, n_segments: int, quiet: bool):
+    """Run the profiler under a live view; Ctrl-C finishes the current block, then the run reports."""
+    from apps.profiler.report import LiveView
+
+    view = LiveView(len(prof.sessions) * n_segments, enabled=False if quiet else None)
+    prof.on_progress = view.update
+    old = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, lambda *_: prof.stop())
+    try:
+        with view:
+            return prof.run()
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _print_summary(result) -> None:
+    from rich.console import Console
+
+    from apps.profiler.report import summary_table
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(summary_table(result.sessions, title="aed profile" + (" (interrupted)" if result.interrupted
+                                                                          else "")))
+
+
 def run(args) -> int:
-    from apps.profiler.core import FileReplaySource, MicSource, Profiler, SyntheticSource, read_events_tsv
-    from apps.profiler.report import LiveView, summary_table, write_report
-    from realtime.config import ModelConfig, WindowConfig
+    from apps.profiler.core import Profiler
+    from apps.profiler.report import write_report
 
     kinds, windows, hops = _check(args)
     trigger = args.trigger if args.trigger != "auto" else ("model" if args.events else "loudness")
     specs, model_path = _open_engines(args, kinds, trigger)
     source = None
     try:
-        model_window = next((s.engine.config.window for s in specs
-                             if isinstance(getattr(s.engine, "config", None), ModelConfig)), WindowConfig())
-        windows = windows or [model_window.window_s]
-        hops = hops or [model_window.hop_s]
-        for h in hops:
-            if h > min(windows):
-                raise UserError(f"--hop {h:g} s is longer than the window {min(windows):g} s")
-        bursts = args.bursts if args.bursts is not None else (0 if args.duration else 10)
-        try:
-            if args.source == "synthetic":
-                source = SyntheticSource(bursts=bursts, window_s=max(windows), hop_s=max(hops),
-                                         duration_s=args.duration, block_s=args.block, seed=args.seed)
-            elif args.source == "mic":
-                dev = int(args.device) if args.device and str(args.device).isdigit() else args.device
-                source = MicSource(bursts or 10, max(windows), max(hops), device=dev, block_s=args.block, seed=args.seed)
-            else:
-                events = read_events_tsv(args.events) if args.events else None
-                source = FileReplaySource(args.source, events, segment_s=max(5.0, max(windows) + 2.0),
-                                          block_s=args.block)
-                if args.duration:
-                    n = int(args.duration * source.rate)
-                    source.audio = source.audio[:n]
-        except ValueError as e:
-            raise UserError(str(e)) from e
-        config = {"engines": kinds, "model": str(model_path) if model_path else None, "source": args.source,
-                  "events": args.events, "windows_s": windows, "hops_s": hops, "trigger": trigger,
-                  "threads": args.threads, "block_s": args.block, "bursts": len(getattr(source, "bursts", [])) or
-                  getattr(source, "slots", None), "segment_s": source.segment_s,
-                  "source_rate": getattr(source, "rate", None), "threshold": args.threshold, "seed": args.seed,
-                  "alternation": "round-robin per segment, order rotated every segment"}
+        windows, hops = _windows_and_hops(specs, windows, hops)
+        source = _build_source(args, windows, hops)
+        config = _run_config(args, kinds, model_path, windows, hops, trigger, source)
         try:
             prof = Profiler(specs, source, windows=windows, hops=hops, threshold=args.threshold)
         except ValueError as e:
             raise UserError(str(e)) from e
-        notes = []
-        if trigger == "loudness" and any(s.kind != "loudness" for s in specs):
-            notes.append("Onset trigger: loudness reference. Every window runs through the model (its cost is "
-                         "measured), but the onset decision is a loudness threshold on the same window, so the "
-                         "latency is the pipeline's, not the classifier's.")
-        for sp in specs:
-            cfg = getattr(sp.engine, "config", None)
-            if sp.kind != "loudness" and isinstance(cfg, ModelConfig) and not cfg.training:
-                notes.append(f"The {sp.kind} model ({cfg.name or '?'}) carries no training record in its "
-                             "config: probably untrained (random weights); its compute cost is real, its scores "
-                             "are not.")
-        if "loudness" in kinds:
-            notes.append("Session 'loudness' is a model-free reference engine (no model at all): pipeline latency "
-                         "without inference cost.")
-        view = LiveView(prof.sessions.__len__() * source.n_segments, enabled=False if args.quiet else None)
-        prof.on_progress = view.update
-        old = signal.getsignal(signal.SIGINT)
-        signal.signal(signal.SIGINT, lambda *_: prof.stop())      # Ctrl-C: finish the block, then report
-        try:
-            with view:
-                result = prof.run()
-        finally:
-            signal.signal(signal.SIGINT, old)
+        notes = _notes(specs, kinds, trigger)
+        result = _profile(prof, source.n_segments, args.quiet)
         result.notes += notes
-        config["source_rate"] = config["source_rate"] or getattr(source, "rate", None)
+        config["source_rate"] = config["source_rate"] or getattr(source, "rate", None)   # a microphone's, once open
         if not args.quiet:
-            from rich.console import Console
-
-            console = Console()
-            if not console.is_terminal:
-                console = Console(width=160)
-            console.print(summary_table(result.sessions, title="aed profile" + (" (interrupted)" if
-                                                                                  result.interrupted else "")))
+            _print_summary(result)
         if args.report:
             paths = write_report(result, args.report, config)
             print(f"report written to {paths['markdown'].parent}", file=sys.stderr)

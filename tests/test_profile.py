@@ -7,9 +7,12 @@ import pytest
 
 from apps.cli import main
 from apps.profiler.core import (
-    LATENCY_PARTS, Burst, Clock, EngineSpec, LoudnessReference, Profiler, SyntheticSource, _PacedSource,
+    LATENCY_PARTS, Burst, Clock, EngineSpec, InjectedEvent, LoudnessReference, Profiler, Session, SyntheticSource,
+    WindowGrid, _PacedSource, attribute_latency, attribute_session, pair_onset, paced_events,
 )
 from apps.profiler.report import PLOTS, write_report
+from realtime.config import FrontEndConfig, ModelConfig
+from realtime.detector import Detector, DetectorConfig
 from tests.audio_helpers import LoudnessEngine
 
 RATE = 16000
@@ -32,7 +35,7 @@ class TimedEngine:
     """Fires on any window holding non-silent audio; each infer call costs exactly ``cost_s`` of fake time."""
 
     labels = ["burst"]
-    config = {"frontend": {"num_mel_bins": 64}, "labels": labels}
+    config = ModelConfig(labels=("burst",), frontend=FrontEndConfig(num_mel_bins=64))
 
     def __init__(self, clock: FakeClock, cost_s: float, name: str = "timed"):
         self.clock, self.cost_s, self.name = clock, cost_s, name
@@ -72,6 +75,103 @@ def test_injected_burst_latency_equals_the_known_offset_on_a_fake_clock():
     assert sum(lat[p] for p in LATENCY_PARTS) == pytest.approx(lat["total"], abs=1e-9)
     # the emitted onset is the start of the newest hop of the firing window (frame 150 = 1.5 s)
     assert s.emitted[0]["onset_s"] == pytest.approx(1.5)
+    # the same record from the attribution steps one by one: the burst on its replay, its onset, the split
+    grid = WindowGrid.of(s.detector)
+    anchor = s.chunks[0]["due"] - s.chunks[0]["n"] / RATE               # wall time of stream sample 0 on replay 0
+    segs = [{"lo": 0, "hi": src.seg_len, "anchor": anchor, "k": 0}]      # segment 1 holds no burst
+    (ev,) = paced_events(src.bursts, segs, RATE)
+    assert ev.t_s == sb / RATE and ev.segment == 0 and ev.wall_s == pytest.approx(anchor + sb / RATE, abs=1e-12)
+    pairing = pair_onset(ev, s.emitted, s.chunks, grid)
+    assert pairing.outcome == "detected" and pairing.onset is s.emitted[0] and pairing.first_end == 160
+    chunk = s.chunks[pairing.onset["chunk"]]
+    assert chunk["due"] == pytest.approx(anchor + 25920 / RATE, abs=1e-9)   # the block holding sample 25839
+    again = attribute_latency(ev, pairing.onset, chunk["start"], pairing.first_end, grid)
+    assert again.keys() == lat.keys() and again["label"] == lat["label"] == "burst"
+    for k in ("t_s", "total", *LATENCY_PARTS, "windows_late"):
+        assert again[k] == pytest.approx(lat[k], abs=1e-9), k
+
+
+def test_stage_times_stay_measured_after_the_timer_wraps():
+    from realtime.stats import StageTimer
+
+    clock = FakeClock()
+    sb = 160 * 153 + 80
+    src = _PacedSource(burst_signal(4.0, [sb]), RATE, [Burst(sb / RATE)], segment_s=2.0, block_s=0.02)
+    prof = Profiler([EngineSpec("timed", TimedEngine(clock, cost_s=0.007))], src, clock=clock, warmup=False)
+    s = prof.sessions[0]
+    s.detector.timer = StageTimer(maxlen=4)           # wraps after four chunks (the default after 100,000)
+    prof.run()
+    assert len(s.chunks) == 200 and all(c["stages"]["features"] > 0 for c in s.chunks)
+    scored = [c for c in s.chunks if c["windows"]]
+    assert len(scored) > 4 and all(c["stages"]["inference"] > 0 and c["stages"]["post"] > 0 for c in scored)
+
+
+def _constructed_session() -> Session:
+    """A session on a 1 s / 0.1 s grid (64 mel bins, 16 kHz) whose onsets and chunk timings are written by hand."""
+    ref = LoudnessReference()
+    det = Detector(ref, DetectorConfig.from_model(ref.config))
+    s = Session("ref", ref.name, "model", 1.0, 0.1, det)
+    # chunk starts are the fake stage timing: when the worker began the chunk that emitted each onset
+    s.chunks = [{"seg": 0, "start": 101.60}, {"seg": 0, "start": 101.74}, {"seg": 0, "start": 101.83},
+                {"seg": 2, "start": 300.20}, {"seg": 2, "start": 308.10}]
+    s.emitted = [
+        {"end_frame": 150, "label": "burst", "wall": 101.61, "chunk": 0},   # its window ends before the event
+        {"end_frame": 170, "label": "other", "wall": 101.75, "chunk": 1},   # a label the event does not have
+        {"end_frame": 180, "label": "burst", "wall": 101.84, "chunk": 2},   # the answer to the 1.535 s burst
+        {"end_frame": 300, "label": "burst", "wall": 300.21, "chunk": 3},   # in a later segment than its event
+        {"end_frame": 800, "label": "burst", "wall": 308.11, "chunk": 4},   # past the horizon (window + 1 s)
+    ]
+    return s
+
+
+def test_attribution_pairs_bursts_with_onsets_and_splits_the_latency_on_a_constructed_case():
+    s = _constructed_session()
+    grid = WindowGrid.of(s.detector)
+    assert (grid.T, grid.hop_frames, grid.labels) == (100, 10, ("burst",))
+    # stream sample 24560 (1.535 s) is first held by frame 152, so by the window ending at frame 160, which is
+    # complete at sample 159 * 160 + 400 = 25840 (1.615 s); the one ending at 180 at 29040 (1.815 s)
+    assert grid.first_window_end(1.535) == 160 and grid.need_time(160) == 1.615 and grid.need_time(180) == 1.815
+
+    def at(t_s, label, segment, anchor):
+        return InjectedEvent(t_s, label, anchor + t_s, lambda t: anchor + t, segment)
+
+    burst = at(1.535, "burst", 0, 100.0)
+    p = pair_onset(burst, s.emitted, s.chunks, grid)
+    assert p.outcome == "detected" and p.onset is s.emitted[2] and p.first_end == 160
+    lat = attribute_latency(burst, p.onset, s.chunks[2]["start"], p.first_end, grid)
+    expected = {"t_s": 1.535, "label": "burst", "total": 101.84 - 101.535, "hop_wait": 1.615 - 1.535,
+                "smoothing": 1.815 - 1.615, "buffering": 101.83 - 101.815, "compute": 101.84 - 101.83,
+                "windows_late": 2}
+    assert lat.keys() == expected.keys() and lat["label"] == "burst" and lat["windows_late"] == 2
+    for k in ("t_s", "total", *LATENCY_PARTS):
+        assert lat[k] == pytest.approx(expected[k], abs=1e-9), k
+    assert sum(lat[part] for part in LATENCY_PARTS) == pytest.approx(lat["total"], abs=1e-12)
+
+    unknown = at(1.535, "dog", 0, 100.0)             # a label the model lacks: any label answers
+    p = pair_onset(unknown, s.emitted, s.chunks, grid)
+    assert p.outcome == "detected" and p.onset is s.emitted[1]
+    assert attribute_latency(unknown, p.onset, s.chunks[1]["start"], p.first_end, grid)["windows_late"] == 1
+    late = at(3.0, None, 1, 200.0)                   # answered, but only in segment 2: no single wall clock
+    assert pair_onset(late, s.emitted, s.chunks, grid).outcome == "unmeasured"
+    lost = at(5.0, "burst", 2, 300.0)                # nothing within 1.0 + 1 s of it
+    p = pair_onset(lost, s.emitted, s.chunks, grid)
+    assert p.outcome == "missed" and p.onset is None
+
+    # per session: filed in order, a mic slot without a heard burst (None) is missed at an unknown time
+    attribute_session(s, [burst, late, None, lost, unknown])
+    assert [r["t_s"] for r in s.latencies] == [1.535, 1.535] and [r["label"] for r in s.latencies] == ["burst", "other"]
+    assert s.latencies[0] == lat and s.unmeasured == [3.0]
+    assert s.missed[0] != s.missed[0] and s.missed[1:] == [5.0]                     # NaN, then the lost burst
+    summary = s.latency_summary()
+    assert summary["total"]["count"] == 2 and summary["hop_wait"]["p50_ms"] == pytest.approx(80.0)
+
+
+def test_paced_events_put_each_burst_on_its_segments_replay():
+    bursts = [Burst(0.5, "a"), Burst(2.5, "b"), Burst(4.5, None)]
+    segs = [{"lo": 0, "hi": 32000, "anchor": 10.0, "k": 0}, {"lo": 32000, "hi": 64000, "anchor": 20.0, "k": 1}]
+    events = paced_events(bursts, segs, RATE)        # segment 2 was never replayed (interrupted): its burst is out
+    assert [(e.t_s, e.label, e.segment, e.wall_s) for e in events] == [(0.5, "a", 0, 10.5), (2.5, "b", 1, 22.5)]
+    assert events[1].wall_of(3.0) == 23.0
 
 
 def test_engines_alternate_round_robin_on_the_same_audio():
@@ -156,6 +256,17 @@ def test_interrupted_run_still_reports(tmp_path):
     paths = write_report(res, tmp_path, config={})
     assert json.loads(paths["json"].read_text())["interrupted"] is True
     assert "Interrupted" in paths["markdown"].read_text()
+
+
+def test_cli_profile_a_model_next_to_the_reference(tmp_path):
+    pytest.importorskip("onnxruntime")
+    rc = main(["profile", "--engines", "loudness,onnxruntime", "--bursts", "1", "--quiet", "--report",
+               str(tmp_path / "r")])
+    assert rc == 0
+    data = json.loads((tmp_path / "r" / "profile.json").read_text())
+    assert [s["kind"] for s in data["sessions"]] == ["loudness", "onnxruntime"]
+    assert [s["cost"]["detected"] for s in data["sessions"]] == [1, 1]
+    assert data["config"]["windows_s"] == [1.0] and data["config"]["hops_s"] == [0.1]     # the shipped model's
 
 
 def test_cli_profile_writes_a_report(tmp_path, capsys):

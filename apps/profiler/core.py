@@ -31,7 +31,7 @@ import math
 import resource
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -45,7 +45,8 @@ from realtime.stats import summarize
 
 __all__ = ["Clock", "RealClock", "Burst", "EngineSpec", "LoudnessTrigger", "LoudnessReference", "SyntheticSource",
            "FileReplaySource", "MicSource", "Session", "Profiler", "ProfileResult", "burst_track", "read_events_tsv",
-           "STAGES", "LATENCY_PARTS"]
+           "STAGES", "LATENCY_PARTS", "WindowGrid", "InjectedEvent", "Pairing", "paced_events", "mic_events",
+           "pair_onset", "attribute_latency", "attribute_session"]
 
 log = logging.getLogger(__name__)
 
@@ -148,16 +149,174 @@ class Session:
                 "detected": len(self.latencies), "missed": len(self.missed), "unmeasured": len(self.unmeasured)}
 
 
-def _first_window_end(t_b: float, fe: FrontEndConfig, T: int, hop: int) -> int:
-    """End frame of the first window on the hop grid that holds the stream sample at ``t_b`` seconds."""
-    s = t_b * fe.sample_rate
-    k = max(0, math.floor((s - fe.frame_length) / fe.frame_shift) + 1)        # first frame holding the sample
-    return T + max(0, math.ceil((k + 1 - T) / hop)) * hop
+# -- latency attribution -----------------------------------------------------------------------------------------
+# Three steps, one function each: where every injected event sits on its replay (:func:`paced_events`,
+# :func:`mic_events`), which emitted onset answers it (:func:`pair_onset`), and how its latency splits into
+# ``LATENCY_PARTS`` (:func:`attribute_latency`). :func:`attribute_session` runs them over one session's record.
 
 
-def _need_time(end_frame: int, fe: FrontEndConfig) -> float:
-    """Stream time at which the last sample of the window ending at ``end_frame`` is in."""
-    return ((end_frame - 1) * fe.frame_shift + fe.frame_length) / fe.sample_rate
+@dataclass(frozen=True)
+class WindowGrid:
+    """Where a session's windows fall in stream time: front end, window and hop in frames, and the labels.
+
+    Example:
+        >>> grid = WindowGrid(FrontEndConfig(num_mel_bins=64), T=100, hop_frames=10, window_s=1.0, labels=("burst",))
+        >>> grid.first_window_end(1.535), grid.need_time(160)
+        (160, 1.615)
+    """
+
+    frontend: FrontEndConfig
+    T: int
+    hop_frames: int
+    window_s: float
+    labels: tuple[str, ...]
+
+    @classmethod
+    def of(cls, det: Detector) -> "WindowGrid":
+        """The grid a detector scores windows on."""
+        return cls(det.config.frontend, det.T, det.hop_frames, det.window_s, tuple(det.labels))
+
+    def first_window_end(self, t_s: float) -> int:
+        """End frame of the first window on the hop grid that holds the stream sample at ``t_s`` seconds."""
+        fe = self.frontend
+        k = max(0, math.floor((t_s * fe.sample_rate - fe.frame_length) / fe.frame_shift) + 1)  # first frame holding it
+        return self.T + max(0, math.ceil((k + 1 - self.T) / self.hop_frames)) * self.hop_frames
+
+    def need_time(self, end_frame: int) -> float:
+        """Stream time at which the last sample of the window ending at ``end_frame`` is in."""
+        fe = self.frontend
+        return ((end_frame - 1) * fe.frame_shift + fe.frame_length) / fe.sample_rate
+
+
+@dataclass(frozen=True)
+class InjectedEvent:
+    """One injected event as one session's replay met it.
+
+    Attributes:
+        t_s: stream time of its first sample, in seconds.
+        label: its ground-truth label; None (or a label the model lacks) lets any label answer it.
+        wall_s: wall time its first sample was due (``wall_of(t_s)``).
+        wall_of: stream time -> wall time a sample at that time was due, on this replay's clock.
+        segment: index of the replay segment it lies in.
+    """
+
+    t_s: float
+    label: str | None
+    wall_s: float
+    wall_of: Callable[[float], float]
+    segment: int
+
+
+def paced_events(bursts: Sequence[Burst], segments: Sequence[Mapping[str, Any]], rate: int) -> list[InjectedEvent]:
+    """The bursts of a paced source (at ``rate``), each on the replay of the segment that holds it: ``segments`` are
+    one session's replays (``lo``/``hi`` sample range, ``anchor``: wall time of stream sample 0 on that replay, ``k``:
+    index). Bursts in a segment never replayed (an interrupted run) are left out."""
+    out = []
+    for b in bursts:
+        i = int(round(b.onset_s * rate))
+        seg = next((g for g in segments if g["lo"] <= i < g["hi"]), None)
+        if seg is not None:
+            anchor = seg["anchor"]
+            out.append(InjectedEvent(b.onset_s, b.label, anchor + b.onset_s, lambda t, a=anchor: a + t, seg["k"]))
+    return out
+
+
+def mic_events(segments: Sequence[Mapping[str, Any]], src: MicSource) -> list[InjectedEvent | None]:
+    """The burst of each microphone slot where it was heard in the capture; None for a slot where it never was.
+
+    Each slot's stream restarts at its first captured sample ``g0`` (the detector is reset per slot); wall times
+    come from the capture callbacks (:meth:`MicSource.due`).
+    """
+    out: list[InjectedEvent | None] = []
+    for seg in segments:
+        i = seg.get("onset_i")
+        if i is None:
+            out.append(None)
+            continue
+        g0 = seg["g0"]
+        out.append(InjectedEvent(i / src.rate, None, src.due(g0 + i),
+                                 lambda t, g0=g0: src.due(g0 + int(round(t * src.rate))), seg["k"]))
+    return out
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """What :func:`pair_onset` found for one event.
+
+    Attributes:
+        outcome: ``detected``, ``missed`` or ``unmeasured`` (answered, but in a later segment).
+        onset: the answering record of ``Session.emitted`` (None when missed).
+        first_end: end frame of the first window holding the event's first sample.
+    """
+
+    outcome: str
+    onset: dict | None
+    first_end: int
+
+
+def pair_onset(event: InjectedEvent, emitted: Sequence[Mapping[str, Any]], chunks: Sequence[Mapping[str, Any]],
+               grid: WindowGrid) -> Pairing:
+    """The first emitted onset that answers ``event``.
+
+    An onset answers it when its window holds the event's first sample (it ends at or after the first window
+    that does), its window is complete within ``window + 1 s`` of the event, its label is the event's (when the
+    model knows that label), and its chunk was replayed in the event's segment or later. One that came out in a
+    later segment makes the event ``unmeasured``: a replay pause lies between them, so no single wall clock does.
+    """
+    first_end = grid.first_window_end(event.t_s)
+    horizon = event.t_s + grid.window_s + 1.0
+    known = event.label if event.label in grid.labels else None
+
+    def answers(e: Mapping[str, Any]) -> bool:
+        t_need = grid.need_time(e["end_frame"])
+        return (event.t_s <= t_need <= horizon and e["end_frame"] >= first_end
+                and (known is None or e["label"] == known) and chunks[e["chunk"]]["seg"] >= event.segment)
+
+    hit = next((e for e in emitted if answers(e)), None)
+    if hit is None:
+        return Pairing("missed", None, first_end)
+    return Pairing("detected" if chunks[hit["chunk"]]["seg"] == event.segment else "unmeasured", hit, first_end)
+
+
+def attribute_latency(event: InjectedEvent, onset: Mapping[str, Any], chunk_start: float, first_end: int,
+                      grid: WindowGrid) -> dict[str, Any]:
+    """Split the latency from ``event`` to its ``onset`` into ``LATENCY_PARTS`` (they add up to ``total``).
+
+    Args:
+        event: the injected event.
+        onset: the emitted onset that answers it (``wall``, ``end_frame``, ``label``).
+        chunk_start: wall time the worker started the chunk that emitted the onset.
+        first_end: end frame of the first window holding the event's first sample.
+        grid: the session's window grid.
+
+    Returns:
+        ``t_s``, ``label``, ``total`` and the parts in seconds, and ``windows_late`` (hops from the first window
+        holding the event to the one that emitted the onset).
+    """
+    t_first, t_emit = grid.need_time(first_end), grid.need_time(onset["end_frame"])
+    return {"t_s": event.t_s, "label": onset["label"], "total": onset["wall"] - event.wall_s,
+            "hop_wait": event.wall_of(t_first) - event.wall_s,
+            "smoothing": event.wall_of(t_emit) - event.wall_of(t_first),
+            "buffering": chunk_start - event.wall_of(t_emit), "compute": onset["wall"] - chunk_start,
+            "windows_late": (onset["end_frame"] - first_end) // grid.hop_frames}
+
+
+def attribute_session(s: Session, events: Iterable[InjectedEvent | None]) -> None:
+    """Pair and attribute each event of one session, in order, filing it under ``s.latencies`` (detected, with its
+    parts), ``s.missed`` or ``s.unmeasured`` (stream times; NaN for a microphone slot whose burst was never heard)."""
+    grid = WindowGrid.of(s.detector)
+    for ev in events:
+        if ev is None:
+            s.missed.append(float("nan"))
+            continue
+        pairing = pair_onset(ev, s.emitted, s.chunks, grid)
+        if pairing.outcome == "missed":
+            s.missed.append(ev.t_s)
+        elif pairing.outcome == "unmeasured":
+            s.unmeasured.append(ev.t_s)
+        else:
+            chunk_start = s.chunks[pairing.onset["chunk"]]["start"]
+            s.latencies.append(attribute_latency(ev, pairing.onset, chunk_start, pairing.first_end, grid))
 
 
 @dataclass
@@ -226,8 +385,7 @@ class Profiler:
     # -- one chunk ---------------------------------------------------------------------------------------------
     def _process(self, s: Session, block: np.ndarray, due: float, wait: float, start: float) -> None:
         det = s.detector
-        samples = det.timer.samples
-        before = {st: len(samples.get(st, ())) for st in STAGES}
+        mark = det.timer.mark()                  # a position in timer.samples means nothing once its ring wraps
         cpu0 = time.thread_time()
         wins = det.feed(block)
         n_chunk = len(s.chunks)
@@ -243,7 +401,8 @@ class Profiler:
         end = self.clock.now()
         s.cpu_s += time.thread_time() - cpu0
         s.audio_s += block.shape[0] / det.input_rate
-        stages = {st: float(sum(samples.get(st, [])[before[st]:])) for st in STAGES}
+        added = det.timer.since(mark)
+        stages = {st: float(sum(added.get(st, []))) for st in STAGES}
         s.chunks.append({"due": due, "start": start, "end": end, "wait": wait, "windows": len(wins),
                          "n": int(block.shape[0]), "seg": self._segment, "stages": stages,
                          "other": (end - start) - sum(stages.values())})   # checks, timer overhead, glue
@@ -322,7 +481,7 @@ class Profiler:
                                time.process_time() - cpu0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                                interrupted)
         for i, s in enumerate(self.sessions):
-            self._latencies(s, segs[i])
+            attribute_session(s, self._injected_events(segs[i]))
         if src.live:
             cap = src.capture
             ct = np.asarray(cap.callback_times)
@@ -331,51 +490,7 @@ class Profiler:
                               "dropped_samples": cap.ring.dropped_samples if cap.ring else 0, "rate": src.rate}
         return result
 
-    # -- latency -----------------------------------------------------------------------------------------------
-    def _latencies(self, s: Session, segs: list[dict]) -> None:
-        if getattr(self.source, "live", False):
-            return self._mic_latencies(s, segs)
-        fe = s.detector.config.frontend
-        rate = self.source.rate
-        for b in self.source.bursts:
-            lo_idx = int(round(b.onset_s * rate))
-            seg = next((g for g in segs if g["lo"] <= lo_idx < g["hi"]), None)
-            if seg is None:
-                continue                                         # not replayed (interrupted)
-            self._match(s, b.onset_s, b.label, seg["anchor"] + b.onset_s, fe, lambda t, a=seg["anchor"]: a + t,
-                        segment=seg["k"])
-
-    def _mic_latencies(self, s: Session, segs: list[dict]) -> None:
+    def _injected_events(self, segs: list[dict]) -> list[InjectedEvent | None]:
+        """The events one session's replay met (:func:`mic_events` or :func:`paced_events`)."""
         src = self.source
-        fe = s.detector.config.frontend
-        for seg in segs:
-            i = seg.get("onset_i")
-            if i is None:
-                s.missed.append(float("nan"))
-                continue
-            g0 = seg["g0"]
-            self._match(s, i / src.rate, None, src.due(g0 + i), fe,
-                        lambda t, g0=g0: src.due(g0 + int(round(t * src.rate))), segment=seg["k"])
-
-    def _match(self, s: Session, t_b: float, label: str | None, wall_b: float, fe: FrontEndConfig,
-               wall_of: Callable[[float], float], segment: int) -> None:
-        det = s.detector
-        e_first = _first_window_end(t_b, fe, det.T, det.hop_frames)
-        horizon = t_b + det.window_s + 1.0
-        known = label if label in det.labels else None
-        hit = next((e for e in s.emitted if _need_time(e["end_frame"], fe) >= t_b and
-                    e["end_frame"] >= e_first and _need_time(e["end_frame"], fe) <= horizon and
-                    (known is None or e["label"] == known) and s.chunks[e["chunk"]]["seg"] >= segment), None)
-        if hit is None:
-            s.missed.append(t_b)
-            return
-        if s.chunks[hit["chunk"]]["seg"] != segment:          # emitted after a replay pause: no single wall clock
-            s.unmeasured.append(t_b)
-            return
-        chunk = s.chunks[hit["chunk"]]
-        t_first, t_emit = _need_time(e_first, fe), _need_time(hit["end_frame"], fe)
-        rec = {"t_s": t_b, "label": hit["label"], "total": hit["wall"] - wall_b,
-               "hop_wait": wall_of(t_first) - wall_b, "smoothing": wall_of(t_emit) - wall_of(t_first),
-               "buffering": chunk["start"] - wall_of(t_emit), "compute": hit["wall"] - chunk["start"],
-               "windows_late": (hit["end_frame"] - e_first) // det.hop_frames}
-        s.latencies.append(rec)
+        return mic_events(segs, src) if getattr(src, "live", False) else paced_events(src.bursts, segs, src.rate)

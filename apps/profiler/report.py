@@ -124,7 +124,8 @@ def machine_info() -> dict[str, Any]:
         load = [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
     except (OSError, ValueError):
         load = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "cores_usable": affinity, "loadavg_1_5_15min": load, "platform": platform.platform(),
+    return {"cpu": cpu, "cores": os.cpu_count(), "cores_usable": affinity, "loadavg_1_5_15min": load,
+            "platform": platform.platform(),
             "python": sys.version.split()[0], "machine": platform.machine()}
 
 
@@ -207,7 +208,8 @@ def markdown(data: dict[str, Any], plots: list[str]) -> str:
         tgt = 1e3 * s["hop_s"] + 30
         p50 = lat["total"]["p50_ms"]
         ok = "-" if p50 is None else ("met" if p50 <= tgt else "missed")
-        lines.append(f"| {s['label']} | {s['engine']} | {s['trigger']} | {c['detected']}/{c['detected'] + c['missed']} | "
+        lines.append(f"| {s['label']} | {s['engine']} | {s['trigger']} | "
+                     f"{c['detected']}/{c['detected'] + c['missed']} | "
                      + " | ".join(_ms(lat["total"][k]) for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms"))
                      + " | " + " | ".join(_ms(lat[p]["p50_ms"]) for p in LATENCY_PARTS) + f" | {tgt:.0f}: {ok} |")
     lines += ["", "Latency = emit time of the onset − time the event's first sample entered the input. "
@@ -226,7 +228,8 @@ def markdown(data: dict[str, Any], plots: list[str]) -> str:
     lines += ["", "RTF = processing time / audio time (all stages, wall clock). Front end + inference = resample, "
               "features, window assembly and inference wall time / audio time. CPU share = CPU time of the detector "
               "thread (everything it did) / audio time: on a machine shared with other work, wall-clock stage times "
-              "include time the thread waited for a core, CPU time does not. Late chunks = chunks started more than one hop after they were due.", "",
+              "include time the thread waited for a core, CPU time does not. Late chunks = chunks started more than "
+              "one hop after they were due.", "",
               "## Stages (ms)", "", "| session | stage | count | p50 | p95 | p99 | max | mean |",
               "|---|---|---|---|---|---|---|---|"]
     for s in data["sessions"]:
@@ -234,7 +237,8 @@ def markdown(data: dict[str, Any], plots: list[str]) -> str:
             lines.append(f"| {s['label']} | {name} | {v['count']} | " + " | ".join(
                 _ms(v[k]) for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms")) + " |")
     lines += ["", "resample / features / windows are per chunk (capture block); inference and post per window; "
-              "ring_wait is the time the worker waited for the next block; other_per_chunk is the chunk's processing time "
+              "ring_wait is the time the worker waited for the next block; other_per_chunk is the chunk's "
+              "processing time "
               "outside the named stages (input checks, timer overhead, Python glue), so that the stages plus other "
               "equal the measured total."]
     cap = data.get("capture") or {}

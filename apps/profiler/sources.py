@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -67,15 +67,25 @@ class LoudnessTrigger:
 
 
 class LoudnessReference:
-    """A model-free engine (class ``burst`` when any frame is loud): isolates the pipeline's own latency."""
+    """A model-free engine (class ``burst`` when any frame is loud): isolates the pipeline's own latency.
+
+    Args:
+        num_mel_bins: mel bins of the default front end (when ``frontend`` is None).
+        level: normalised log-mel level that counts as loud.
+        frontend: the front end to share with a real engine (``engine.config.frontend``, or its dict form).
+    """
 
     labels = ["burst"]
     name = "loudness (reference, no model)"
 
-    def __init__(self, num_mel_bins: int = 64, level: float = 0.5, frontend: dict | None = None):
+    def __init__(self, num_mel_bins: int = 64, level: float = 0.5,
+                 frontend: FrontEndConfig | Mapping[str, Any] | None = None):
         self.level = level
-        self.config = ModelConfig(labels=tuple(self.labels),
-                                  frontend=FrontEndConfig.from_dict(dict(frontend or {"num_mel_bins": num_mel_bins})))
+        if frontend is None:
+            frontend = FrontEndConfig(num_mel_bins=num_mel_bins)
+        elif not isinstance(frontend, FrontEndConfig):
+            frontend = FrontEndConfig.from_dict(dict(frontend))
+        self.config = ModelConfig(labels=tuple(self.labels), frontend=frontend)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         return _loudness_scores(x, self.level)
