@@ -6,6 +6,7 @@ import signal
 import sys
 from pathlib import Path
 
+from apps.common import add_detector_args, add_model_args, cli_names, detector_overrides
 from apps.errors import UserError
 from engines import ENGINE_KINDS as _ENGINES
 
@@ -21,31 +22,23 @@ def register(sub) -> None:
         description="Replays audio with injected events at real-time pace (or plays them into a microphone), "
                     "alternating between engines and window/hop settings, and reports per-stage p50/p95/p99/max, "
                     "end-to-end onset latency with its breakdown, real-time factor, CPU share and memory.")
-    p.add_argument("--engines", default="onnxruntime", metavar="LIST",
-                   help="comma-separated engines compared in one run: onnxruntime, torch, tensorrt, and 'loudness' "
-                        "(a model-free reference) (default: onnxruntime)")
     p.add_argument("--source", default="synthetic", metavar="synthetic|mic|FILE",
                    help="synthetic: scheduled tone bursts, no hardware; mic: bursts played to the default output and "
                         "captured from the microphone; FILE: an audio file replayed at real-time pace")
     p.add_argument("--events", metavar="TSV", help="with --source FILE: ground-truth onsets (onset, offset, label)")
     p.add_argument("--duration", type=float, metavar="S", help="seconds of audio per session (default: from --bursts)")
     p.add_argument("--bursts", type=int, metavar="N", help="injected events per session (default 10)")
-    p.add_argument("--window", default=None, metavar="LIST", help="window length(s) in seconds, e.g. 0.5,1,2 "
-                                                                  "(default: the model's)")
-    p.add_argument("--hop", default=None, metavar="LIST",
-                   help="hop(s) in seconds, e.g. 0.05,0.1 (default: the model's)")
     p.add_argument("--trigger", choices=("auto", "model", "loudness"), default="auto",
                    help="who decides an onset: the model's scores, or a loudness reference on the same windows (the "
                         "model still runs on every window, so the cost is real). auto: model with --events, else "
                         "loudness (a tone burst is not a class the model knows)")
-    p.add_argument("--threshold", type=float, metavar="P", help="opening threshold with --trigger model")
     p.add_argument("--block", type=float, default=0.02, metavar="S", help="capture block in seconds (default 0.02)")
     p.add_argument("--device", metavar="N", help="with --source mic: input device index or name")
     p.add_argument("--report", metavar="DIR", help="write profile.json, profile.md and PNG plots here")
-    p.add_argument("--model", metavar="PATH", help="checkpoint directory, .onnx or .plan (default: the shipped model)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads per engine (default: 1)")
     p.add_argument("--seed", type=int, default=0, help="seed for burst timing jitter")
     p.add_argument("--quiet", action="store_true", help="no live table or final table")
+    add_model_args(p, engine_list=True)
+    add_detector_args(p, sweep=True)     # --threshold etc. apply with --trigger model
     p.set_defaults(func=run)
 
 
@@ -84,8 +77,6 @@ def _check(args) -> tuple[list[str], list[float] | None, list[float] | None]:
         raise UserError(f"--threads must be at least 1, got {args.threads}")
     if not 0.001 <= args.block <= 0.5:
         raise UserError(f"--block must be between 0.001 and 0.5 seconds, got {args.block}")
-    if args.threshold is not None and not 0 <= args.threshold <= 1:
-        raise UserError(f"--threshold must be in [0, 1], got {args.threshold}")
     if args.source not in ("synthetic", "mic"):
         if not Path(args.source).is_file():
             raise UserError(f"--source must be synthetic, mic or an audio file; {args.source!r} is none of them")
@@ -228,9 +219,9 @@ def run(args) -> int:
         source = _build_source(args, windows, hops)
         config = _run_config(args, kinds, model_path, windows, hops, trigger, source)
         try:
-            prof = Profiler(specs, source, windows=windows, hops=hops, threshold=args.threshold)
+            prof = Profiler(specs, source, windows=windows, hops=hops, overrides=detector_overrides(args))
         except ValueError as e:
-            raise UserError(str(e)) from e
+            raise UserError(cli_names(str(e))) from e
         notes = _notes(specs, kinds, trigger)
         result = _profile(prof, source.n_segments, args.quiet)
         result.notes += notes

@@ -11,10 +11,21 @@ from realtime.config import ONSET_ANCHORS
 log = logging.getLogger(__name__)
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser, engine_list: bool = False) -> None:
+    """The model and engine options every command that runs a model shares.
+
+    ``engine_list``: ``--engines LIST`` instead of ``--engine`` (``aed profile`` compares several in one run; it adds
+    the model-free ``loudness`` reference to the kinds).
+    """
     g = p.add_argument_group("model and engine")
     g.add_argument("--model", metavar="PATH", help="checkpoint directory, .onnx or .plan (default: the shipped model)")
-    g.add_argument("--engine", choices=ENGINES, default="auto", help="inference backend (default: auto)")
+    if engine_list:
+        kinds = ", ".join(k for k in ENGINES if k != "auto")
+        g.add_argument("--engines", default="onnxruntime", metavar="LIST",
+                       help=f"comma-separated engines compared in one run: {kinds}, and 'loudness' (a model-free "
+                            "reference) (default: onnxruntime)")
+    else:
+        g.add_argument("--engine", choices=ENGINES, default="auto", help="inference backend (default: auto)")
     g.add_argument("--threads", type=int, default=1, help="CPU threads for the engine (default: 1)")
 
 
@@ -33,16 +44,37 @@ def parse_device(arg: str | None) -> int | str | None:
     return int(arg) if str(arg).isdigit() else arg
 
 
-def add_detector_args(p: argparse.ArgumentParser) -> None:
+def add_detector_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
+    """The detection options every command that runs a detector shares.
+
+    ``sweep``: ``--window`` and ``--hop`` take comma-separated lists (``aed profile`` runs one session per pair).
+    """
     g = p.add_argument_group("detection")
-    g.add_argument("--window", type=float, metavar="S", help="window length in seconds, 0.5-10 (default: the model's)")
-    g.add_argument("--hop", type=float, metavar="S", help="hop between windows in seconds (default: the model's)")
+    if sweep:
+        g.add_argument("--window", metavar="LIST", help="window length(s) in seconds, 0.5-10, e.g. 0.5,1,2 "
+                                                        "(default: the model's)")
+        g.add_argument("--hop", metavar="LIST", help="hop(s) in seconds, e.g. 0.05,0.1 (default: the model's)")
+    else:
+        g.add_argument("--window", type=float, metavar="S",
+                       help="window length in seconds, 0.5-10 (default: the model's)")
+        g.add_argument("--hop", type=float, metavar="S", help="hop between windows in seconds (default: the model's)")
     g.add_argument("--threshold", type=float, metavar="P", help="opening threshold in [0, 1] (default: the model's)")
     g.add_argument("--min-duration", type=float, metavar="S", help="shortest event reported, seconds")
     g.add_argument("--merge-gap", type=float, metavar="S", help="dips shorter than this do not split an event")
     g.add_argument("--onset-anchor", choices=ONSET_ANCHORS,
                    help="time stamp of an onset: the newest hop of the first window over the threshold, or that "
                         "window's centre (default: the model's)")
+
+
+def detector_overrides(args: argparse.Namespace) -> dict:
+    """The user's detector settings from the command line, by field name (None: keep the model's)."""
+    out = {"threshold": getattr(args, "threshold", None), "min_duration_s": getattr(args, "min_duration", None),
+           "merge_gap_s": getattr(args, "merge_gap", None), "onset_anchor": getattr(args, "onset_anchor", None)}
+    for name in ("window", "hop"):
+        v = getattr(args, name, None)
+        if v is None or isinstance(v, (int, float)):          # a sweep's lists are the profiler's to expand
+            out[f"{name}_s"] = v
+    return out
 
 
 def open_engine(args: argparse.Namespace):
@@ -61,19 +93,16 @@ def detector_config(args: argparse.Namespace, engine, input_rate: int | None = N
 
     try:
         return DetectorConfig.from_model(getattr(engine, "config", None)).override(
-            window_s=getattr(args, "window", None), hop_s=getattr(args, "hop", None),
-            threshold=getattr(args, "threshold", None), min_duration_s=getattr(args, "min_duration", None),
-            merge_gap_s=getattr(args, "merge_gap", None), onset_anchor=getattr(args, "onset_anchor", None),
-            input_rate=input_rate)
+            **detector_overrides(args), input_rate=input_rate)
     except ValueError as e:
-        raise UserError(_cli_names(str(e))) from e
+        raise UserError(cli_names(str(e))) from e
 
 
 _CLI_NAMES = {"window_s": "--window", "hop_s": "--hop", "threshold": "--threshold", "min_duration_s": "--min-duration",
               "merge_gap_s": "--merge-gap", "onset_anchor": "--onset-anchor"}
 
 
-def _cli_names(message: str) -> str:
+def cli_names(message: str) -> str:
     """A settings error in the user's terms: ``--merge-gap must be ...`` rather than ``merge_gap_s must be ...``."""
     for field, flag in _CLI_NAMES.items():
         if message.startswith(field + " "):

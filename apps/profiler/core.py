@@ -340,14 +340,15 @@ class Profiler:
         windows: window lengths in seconds (a sweep); hops: hops in seconds.
         clock: wall clock (default :class:`RealClock`).
         pace: replay at real-time pace (False only for tests with a fake clock).
-        threshold, min_duration_s: detector settings.
+        overrides: the user's detector settings by field name (``apps.common.detector_overrides``), over the
+            model's own through ``DetectorConfig.from_model(...).override(...)``; the window and hop are the sweep's.
         warmup: run a few inferences per session before measuring.
         on_progress: called after every segment with ``(done, total, sessions)``.
     """
 
     def __init__(self, engines: Sequence[EngineSpec], source: Any, windows: Sequence[float] = (1.0,),
-                 hops: Sequence[float] = (0.1,), clock: Clock | None = None, threshold: float | None = None,
-                 min_duration_s: float | None = None, warmup: bool = True,
+                 hops: Sequence[float] = (0.1,), clock: Clock | None = None,
+                 overrides: Mapping[str, Any] | None = None, warmup: bool = True,
                  on_progress: Callable[[int, int, list[Session]], None] | None = None):
         self.clock = clock or RealClock()
         self.source = source
@@ -364,8 +365,7 @@ class Profiler:
                 for h in hops:
                     eng = spec.engine if spec.trigger == "model" else LoudnessTrigger(spec.engine)
                     cfg = DetectorConfig.from_model(getattr(eng, "config", None)).override(
-                        window=WindowConfig(w, h), input_rate=rate, threshold=threshold,
-                        min_duration_s=min_duration_s)
+                        **dict(overrides or {}), window=WindowConfig(w, h), input_rate=rate)
                     s = Session(spec.kind, getattr(eng, "name", type(eng).__name__), spec.trigger, w, h,
                                 Detector(eng, cfg))
                     self.sessions.append(s)
