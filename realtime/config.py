@@ -179,8 +179,7 @@ class WindowConfig:
 
     def frames(self, frontend: FrontEndConfig) -> tuple[int, int]:
         """Window and hop converted once to frames: ``(T, hop_frames)``."""
-        fps = frontend.frames_per_second
-        return max(1, int(round(self.window_s * fps))), max(1, int(round(self.hop_s * fps)))
+        return seconds_to_frames(self.window_s, frontend), seconds_to_frames(self.hop_s, frontend)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -151,3 +151,20 @@ def test_evaluate_warns_when_the_folds_are_the_models_training_folds(tmp_path, c
     main(["evaluate", "--model", str(ckpt), "--engine", "torch", "--data", str(data), "--folds", "3",
           "--max-clips", "2", "-o", str(tmp_path / "ev3")])
     assert "WARNING" not in capsys.readouterr().err
+
+
+def test_threads_reach_the_torch_engine_too(tmp_path):
+    import argparse
+
+    import models
+    from apps.common import open_engine
+
+    ckpt = models.save(models.create_model("mn_test", num_classes=2), tmp_path / "m", labels=["a", "b"])
+    before = torch.get_num_threads()
+    try:
+        eng = open_engine(argparse.Namespace(model=str(ckpt), engine="torch", threads=2))
+        assert eng.name == "torch" and torch.get_num_threads() == 2
+        eng = open_engine(argparse.Namespace(model=str(ckpt), engine="torch", threads=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
