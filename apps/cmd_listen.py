@@ -37,8 +37,7 @@ def run(args) -> int:
             source = FileSource(args.source, realtime=not args.fast)
         else:
             source = MicrophoneCapture(device=parse_device(args.device), samplerate=args.samplerate).start()
-        rate = source.rate if args.source else source.samplerate
-        det = make_detector(args, engine, rate)
+        det = make_detector(args, engine, source.rate)      # built for the stream's rate, used as it is
 
         def show(e):
             print(json.dumps(e.to_dict()), flush=True)

@@ -9,7 +9,7 @@ import signal
 import sys
 from typing import Mapping
 
-from apps.common import add_detector_args, add_model_args, add_source_args, parse_device
+from apps.common import add_detector_args, add_model_args, add_source_args, detector_config, parse_device
 from apps.errors import UserError
 
 __all__ = ["register", "run", "check_display"]
@@ -32,8 +32,6 @@ def register(sub) -> None:
 def _check(args) -> None:
     if args.duration is not None and args.duration <= 0:
         raise UserError(f"--duration must be positive seconds, got {args.duration}")
-    if args.threshold is not None and not (0.0 <= args.threshold <= 1.0):
-        raise UserError(f"--threshold must be in [0, 1], got {args.threshold}")
     if not (1 <= args.top_k <= 8):
         raise UserError(f"--top-k must be between 1 and 8, got {args.top_k}")
     if not (1.0 <= args.fps <= 120.0):
@@ -42,14 +40,7 @@ def _check(args) -> None:
         raise UserError(f"--screenshot must name a .png file, got {args.screenshot}")
     if args.screenshot and args.duration is None and not args.source:
         raise UserError("--screenshot needs --duration S (or --source FILE, which ends by itself)")
-    if args.window is not None or args.hop is not None:
-        from realtime.config import WindowConfig
-
-        try:
-            WindowConfig(window_s=args.window if args.window is not None else 1.0,
-                         hop_s=args.hop if args.hop is not None else min(0.1, args.window or 1.0))
-        except ValueError as e:
-            raise UserError(str(e)) from e
+    detector_config(args, None)        # the detection options, checked where they are merged (UserError)
     if args.source:
         from pathlib import Path
 
@@ -98,11 +89,11 @@ def run(args) -> int:
     if app is None:
         check_display()
         app = QtWidgets.QApplication([sys.argv[0] if sys.argv else "aed"])
+    # every model the window loads gets the command line's detection options over its own settings
     opts = MonitorOptions(device=parse_device(args.device), source=args.source, samplerate=args.samplerate,
-                          window_s=args.window, hop_s=args.hop, threshold=args.threshold,
-                          min_duration_s=args.min_duration, merge_gap_s=args.merge_gap,
-                          onset_anchor=args.onset_anchor, engine_kind=args.engine,
-                          model_path=args.model, duration_s=args.duration, top_k=args.top_k, fps=args.fps)
+                          settings=lambda engine, rate: detector_config(args, engine, rate),
+                          engine_kind=args.engine, model_path=args.model, duration_s=args.duration,
+                          top_k=args.top_k, fps=args.fps)
     engine, load_error = None, None
     try:
         engine = open_engine(args)

@@ -101,7 +101,7 @@ def gui_cpu(app, model: str | None, engine_kind: str, seconds: float, fps: float
 
 
 def latency(app, bursts: int) -> dict:
-    from apps.monitor.window import MonitorOptions, MonitorWindow
+    from apps.monitor.window import MonitorOptions, MonitorWindow, model_settings
     from apps.monitor.worker import MonitorWorker
     from tests.audio_helpers import LoudnessEngine, tone_burst
     from tests.conftest import PulseServer, _rescan_portaudio
@@ -118,7 +118,7 @@ def latency(app, bursts: int) -> dict:
         if float(np.abs(block).max()) > 0.25:
             arrivals.append(time.perf_counter())
 
-    win = MonitorWindow(LoudnessEngine(), MonitorOptions(samplerate=48000, window_s=1.0, hop_s=0.1),
+    win = MonitorWindow(LoudnessEngine(), MonitorOptions(samplerate=48000, settings=model_settings(window_s=1.0, hop_s=0.1)),
                         worker=MonitorWorker(on_audio=tap))
     win.show()
     rows = []

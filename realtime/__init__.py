@@ -11,11 +11,12 @@ from realtime.events import Event, EventTracker
 from realtime.frontend import StreamingFbank, fbank, normalize
 from realtime.resample import StreamingResampler
 from realtime.ring import Gap, RingBuffer
+from realtime.audio_source import AudioSource
 from realtime.sources import ArraySource, FileSource, read_audio
 from realtime.windows import WindowScheduler
 
 __all__ = [
-    "ArraySource", "Detector", "DetectorConfig", "Event", "EventTracker", "FileSource", "FrontEndConfig", "Gap",
+    "ArraySource", "AudioSource", "Detector", "DetectorConfig", "Event", "EventTracker", "FileSource", "FrontEndConfig", "Gap",
     "LiveRunner", "MicrophoneCapture", "MultiStreamRunner", "RingBuffer", "StreamingFbank", "StreamingResampler",
     "WindowConfig", "WindowScheduler", "fbank", "normalize", "read_audio",
 ]

@@ -5,7 +5,7 @@
 Example (needs an input device):
     >>> cap = MicrophoneCapture(device=None)                     # doctest: +SKIP
     >>> with cap:                                                 # doctest: +SKIP
-    ...     block = cap.read(timeout=1.0)                         # (n,) mono float32 at cap.samplerate
+    ...     block = cap.read(timeout=1.0)                         # (n,) mono float32 at cap.rate
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -59,8 +59,6 @@ def list_input_devices() -> list[dict[str, Any]]:
                         "channels": d["max_input_channels"], "default_samplerate": d["default_samplerate"],
                         "default": i == default_in})
     return out
-
-
 
 
 def _skip_portaudio_terminate() -> None:
@@ -187,7 +185,8 @@ class StreamClock:
 
 
 class MicrophoneCapture:
-    """Capture thread on ``sounddevice.InputStream`` feeding a :class:`RingBuffer`.
+    """Capture thread on ``sounddevice.InputStream`` feeding a :class:`RingBuffer`; an
+    :class:`~realtime.audio_source.AudioSource` (``rate``, ``start``, ``blocks``, ``stop``, ``take_gaps``).
 
     The device runs at its own rate and channel count; :meth:`read` returns mono float32 (the
     channels are averaged on the consumer's side, not in the callback). Input-overflow flags and
@@ -243,6 +242,11 @@ class MicrophoneCapture:
         self._passed_gaps: deque = deque(maxlen=10_000)     # gaps a plain read() ran across, for take_gaps()
         self._lock = threading.Lock()
         self._stopping = False
+
+    @property
+    def rate(self) -> int | None:
+        """The stream's sample rate in Hz (the device's, or the one asked for); None until :meth:`start`."""
+        return self.samplerate
 
     @property
     def callback_times(self) -> np.ndarray:
@@ -349,6 +353,22 @@ class MicrophoneCapture:
         # (n, channels) -> (n,)
         return block[:, 0].copy() if self.channels == 1 else block.mean(axis=1, dtype=np.float32)
 
+    def blocks(self, timeout: float = 0.25) -> Iterator[np.ndarray]:
+        """Mono blocks as they arrive, each ending at the next gap (collect it with :meth:`take_gaps` after the
+        block), until the stream is stopped and drained. A block is empty after ``timeout`` seconds without audio.
+
+        Raises:
+            DeviceError: as :meth:`read`.
+        """
+        if self.ring is None:
+            raise RuntimeError("capture not started")
+        while True:
+            block = self.read(timeout=timeout, until_gap=True)
+            yield block
+            ring = self.ring
+            if not block.shape[0] and ring.closed and ring.available == 0 and not ring.gap_due:
+                return
+
     def take_gaps(self):
         """Gaps (ring overruns and clock discontinuities) the reader has reached; see :meth:`RingBuffer.take_gaps`."""
         gaps = list(self._passed_gaps) + ([] if self.ring is None else self.ring.take_gaps())
@@ -398,6 +418,11 @@ class MicrophoneCapture:
     @property
     def overruns(self) -> int:
         return 0 if self.ring is None else self.ring.overruns
+
+    @property
+    def dropped_samples(self) -> int:
+        """Frames the ring dropped because the reader fell behind."""
+        return 0 if self.ring is None else self.ring.dropped_samples
 
     @property
     def lost_frames(self) -> int:

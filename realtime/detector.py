@@ -218,6 +218,7 @@ class Detector:
         self.samples_in = 0
         self.windows_scored = 0
         self._segment_windows = 0       # windows scored since the last reset or gap
+        self._segment_samples = 0       # input samples received since the last reset or gap
         self.last_scores: np.ndarray | None = None
         self._clip_sum = np.zeros(len(self.labels), np.float64)   # clip-head scores of full windows, summed
         self._clip_n = 0
@@ -239,6 +240,7 @@ class Detector:
         """Front half of :meth:`push`: chunk -> windows ready for scoring (no inference)."""
         chunk = check_audio(chunk, self.input_rate, what="chunk")
         self.samples_in += chunk.shape[0]
+        self._segment_samples += chunk.shape[0]
         with self.timer("resample"):
             x = self._resampler.push(chunk)
         return self._frames_to_windows(x)
@@ -332,7 +334,10 @@ class Detector:
         if seconds <= 0:
             return []
         events = self.tracker.flush(self.time_s)
-        self._time_offset_s = self.time_s + seconds
+        # the clock restarts after every sample received, not after the last whole frame (a partial frame's
+        # samples are real time that passed)
+        self._time_offset_s += self._segment_samples / self.input_rate + seconds
+        self._segment_samples = 0
         self._resampler.reset()
         self._fbank.reset()
         self._windows.reset()

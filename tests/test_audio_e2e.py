@@ -80,19 +80,31 @@ def test_live_runner_through_the_virtual_microphone(pulse, tmp_path):
     burst = tone_burst(48000, 2.0, 0.5, 0.5, noise=0.0)
     path = tmp_path / "burst2.wav"
     sf.write(path, burst, 48000, subtype="FLOAT")
-    cfg = DetectorConfig(frontend=FrontEndConfig(num_mel_bins=64), window=WindowConfig(1.0, 0.1))
     cap = MicrophoneCapture(samplerate=48000, channels=1).start()
-    runner = LiveRunner(Detector(LoudnessEngine(), cfg), cap, duration_s=6.0).start()
+    cfg = DetectorConfig(frontend=FrontEndConfig(num_mel_bins=64), window=WindowConfig(1.0, 0.1), input_rate=cap.rate)
+    det = Detector(LoudnessEngine(), cfg)
+    runner = LiveRunner(det, cap, duration_s=6.0).start()
     time.sleep(2.0)
     pulse.play(path)
     assert runner.join(timeout=20)
     s = runner.summary()
-    assert runner.error is None
+    assert runner.error is None and runner.detector is det          # the caller's detector, never rebuilt
     assert s["events"] == 1 and s["windows"] > 30
     assert s["overruns"] == 0
 
 
-def test_input_overflow_flags_are_counted(pulse):
+def test_live_runner_refuses_a_detector_for_another_rate(pulse):
+    from realtime.errors import ConfigError
+
+    cap = MicrophoneCapture(samplerate=48000, channels=1)          # not started: the runner opens it
+    det = Detector(LoudnessEngine(), DetectorConfig(frontend=FrontEndConfig(num_mel_bins=64)))     # 16 kHz
+    runner = LiveRunner(det, cap, duration_s=1.0)
+    with pytest.raises(ConfigError, match=r"takes 16000 Hz but the source delivers 48000 Hz.*input_rate=48000"):
+        runner.start()
+    assert runner.detector is det and cap._stream is None            # nothing rebuilt; the stream closed again
+
+
+def test_input_overflow_flags_are_counted():
     import sounddevice as sd
 
     cap = MicrophoneCapture(samplerate=16000, channels=1)

@@ -249,3 +249,13 @@ def test_import_realtime_pulls_in_no_heavy_dependency():
             "'PyQt5', 'PyQt6') if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_gap_restarts_the_clock_after_every_sample_received():
+    det = Detector(LoudnessEngine(), CFG)
+    det.push(np.zeros(16080, np.float32))          # 1.005 s: the last 5 ms are not a whole frame yet
+    det.gap(1.0)
+    assert det.time_s == pytest.approx(1.005 + 1.0, abs=1e-9)
+    det.push(np.zeros(8000, np.float32))
+    det.gap(0.5)
+    assert det.time_s == pytest.approx(2.005 + 0.5 + 0.5, abs=1e-9)

@@ -193,7 +193,8 @@ def test_ring_overrun_keeps_buffered_audio_before_the_gap(pulse, tmp_path, caplo
     path = tmp_path / "bursts.wav"
     sf.write(path, track, rate, subtype="FLOAT")
     cap = _TapCapture(samplerate=rate, channels=1, ring_s=1.0).start()
-    runner = LiveRunner(Detector(_StallOnce(at=40, stall_s=3.0), CFG), cap, duration_s=11.0)
+    det = Detector(_StallOnce(at=40, stall_s=3.0), CFG.override(input_rate=cap.rate))     # for the stream's rate
+    runner = LiveRunner(det, cap, duration_s=11.0)
     caplog.set_level(logging.WARNING, logger="realtime.pipeline")
     player = None
     try:
@@ -233,7 +234,8 @@ cap = MicrophoneCapture(samplerate=48000, channels=1).start()
 t_end = time.perf_counter() + 10
 while cap.callbacks == 0 and time.perf_counter() < t_end:
     time.sleep(0.02)
-runner = LiveRunner(Detector(LoudnessEngine(), cfg), cap, duration_s=float(sys.argv[2]),
+det = Detector(LoudnessEngine(), cfg.override(input_rate=cap.rate))
+runner = LiveRunner(det, cap, duration_s=float(sys.argv[2]),
                     on_event=lambda e: print(json.dumps(e.to_dict()), flush=True))
 print("ready", flush=True)
 runner.run_blocking()

@@ -34,6 +34,12 @@ def qt_modules():
     return MonitorWindow, MonitorOptions, MonitorWorker
 
 
+def _settings(**values):
+    from apps.monitor.window import model_settings
+
+    return model_settings(**values)
+
+
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
     """A real ESC-50 recording (quiet) with three loud 1 kHz tone bursts, 48 kHz, 6.2 s."""
@@ -74,7 +80,8 @@ def _live_run(qt_modules, qtbot, pulse, path: Path, stall_after_s: float | None 
         arrivals.append((time.perf_counter(), block.shape[0]))
 
     worker = MonitorWorker(on_audio=tap)
-    win = MonitorWindow(LoudnessEngine(), MonitorOptions(samplerate=RATE, window_s=1.0, hop_s=HOP_S), worker=worker)
+    opts = MonitorOptions(samplerate=RATE, settings=_settings(window_s=1.0, hop_s=HOP_S))
+    win = MonitorWindow(LoudnessEngine(), opts, worker=worker)
     qtbot.addWidget(win)
     win.show()
     assert win.start(), win.errors
@@ -104,7 +111,7 @@ def _live_run(qt_modules, qtbot, pulse, path: Path, stall_after_s: float | None 
             "stalls": stalls, "ticks": ticks_before_stop, "summary": win.last_summary,
             "onsets": [rec.onset_s for rec in win.events.records], "arrivals": np.array(arrivals),
             "captured": win.worker.source.callbacks * int(round(win.worker.source.block_s * RATE)),
-            "fed": win.worker.detector.samples_in}
+            "fed": win.worker.runner.samples_fed}
 
 
 def _true_onsets(raw: np.ndarray, t_first: float) -> list[float]:
@@ -141,9 +148,9 @@ def test_live_window_through_the_virtual_microphone(qt_modules, qtbot, pulse, re
         assert x1 > x0 + BURST_LEN_S
     assert all(k in win.plots.painted for k in [(rec.label, rec.onset_s) for rec in win.events.records])
     # the list shows the same three events, closed, with durations and peaks
-    assert win.table.rowCount() == 3
-    assert all(win.table.item(i, 2).text().endswith(" s") for i in range(3))
-    assert float(win.table.item(0, 3).text()) > 0.9
+    assert win.ui.table.rowCount() == 3
+    assert all(win.ui.table.item(i, 2).text().endswith(" s") for i in range(3))
+    assert float(win.ui.table.item(0, 3).text()) > 0.9
     assert r["summary"]["overruns"] == 0 and r["summary"]["dropped_samples"] == 0
     # a screenshot of the window, kept as a test artefact
     shot = tmp_path / "monitor_offscreen.png"
@@ -190,26 +197,33 @@ def test_changing_threshold_and_window_keeps_the_events(qt_modules, qtbot, tmp_p
     x = tone_burst(16000, 5.5, 1.5, 0.3) + tone_burst(16000, 5.5, 4.0, 0.3, seed=1)   # after the first 1 s window
     path = tmp_path / "two_bursts.wav"
     sf.write(path, x, 16000, subtype="FLOAT")
-    win = MonitorWindow(LoudnessEngine(), MonitorOptions(source=str(path), window_s=1.0, hop_s=HOP_S))
+    opts = MonitorOptions(source=str(path), settings=_settings(window_s=1.0, hop_s=HOP_S))
+    win = MonitorWindow(LoudnessEngine(), opts)
     qtbot.addWidget(win)
     win.show()
     assert win.start()
     qtbot.waitUntil(lambda: len(win.events.records) == 1, timeout=8000)
     first = win.events.records[0]
-    win.threshold_slider.setValue(60)
-    win.window_spin.setValue(0.8)
-    win.hop_spin.setValue(0.05)
-    qtbot.waitUntil(lambda: win.worker.detector is not None and win.worker.detector.swaps >= 1, timeout=3000)
+    win.ui.threshold_slider.setValue(60)
+    win.ui.window_spin.setValue(0.8)
+    win.ui.hop_spin.setValue(0.05)
+    qtbot.waitUntil(lambda: win.worker.swaps >= 1, timeout=3000)
     qtbot.waitUntil(lambda: not win.running, timeout=10_000)
     win.tick()
-    det = win.worker.detector.inner
+    from realtime.detector import Detector
+
+    det = win.worker.detector
+    assert type(det) is Detector                        # the detector itself, no proxy around it
     assert det.config.threshold == pytest.approx(0.6) and det.config.window.window_s == pytest.approx(0.8)
     assert det.config.window.hop_s == pytest.approx(0.05)
     recs = win.events.records
     assert len(recs) == 2 and recs[0] is first and recs[0].offset_s is not None     # kept, closed by the swap
     assert recs[1].onset_s - recs[0].onset_s == pytest.approx(2.5, abs=0.15)           # one clock across the swap
-    assert win.table.rowCount() == 2
-    assert win.worker.detector.swaps == 1               # the debounce folded three changes into one rebuild
+    assert win.ui.table.rowCount() == 2
+    assert win.worker.swaps == 1                        # the debounce folded three changes into one rebuild
+    # the list shows each event's time in the file, on one stream clock across the swap
+    assert [r.file_s for r in recs] == pytest.approx([1.5, 4.0], abs=HOP_S + 1e-6)
+    assert [win.ui.table.item(i, 0).text() for i in (1, 0)] == [r.time_text() for r in recs]
     tsv = win.save_tsv(tmp_path / "events.tsv").read_text().splitlines()
     assert tsv[0].split("\t") == ["time", "label", "onset_s", "offset_s", "duration_s", "peak_score"]
     assert [line.split("\t")[1] for line in tsv[1:]] == ["burst", "burst"]
@@ -217,7 +231,7 @@ def test_changing_threshold_and_window_keeps_the_events(qt_modules, qtbot, tmp_p
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"not a model")
     assert not win.load_model("onnxruntime", str(bad))
-    assert win.banner.isVisibleTo(win) and "model could not be loaded" in win.banner.text()
+    assert win.ui.banner.isVisibleTo(win) and "model could not be loaded" in win.ui.banner.text()
     assert len(win.events.records) == 2 and win.engine.labels == ["burst"]
 
 
@@ -227,8 +241,8 @@ def test_unsupported_rate_is_shown_in_the_window(qt_modules, qtbot, pulse):
     win = MonitorWindow(LoudnessEngine(), MonitorOptions(samplerate=1000))
     qtbot.addWidget(win)
     assert not win.start()
-    assert win.banner.isVisibleTo(win) and "unsupported sample rate" in win.banner.text()
-    assert win.state_label.text() == "error"
+    assert win.ui.banner.isVisibleTo(win) and "unsupported sample rate" in win.ui.banner.text()
+    assert win.ui.state_label.text() == "error"
 
 
 @pytest.mark.audio
@@ -250,9 +264,9 @@ def test_vanished_device_is_shown_in_the_window(qt_modules, qtbot, pulse, tmp_pa
         qtbot.waitUntil(lambda: win.plots._frames_seen > 20, timeout=10_000)
         win.worker.source.stall_timeout_s = 1.0
         server.kill()                                              # the device vanishes
-        qtbot.waitUntil(lambda: win.state_label.text() == "error", timeout=15_000)
-        assert "input stopped" in win.banner.text() and "device" in win.banner.text()
-        assert win.start_button.text() == "Start"
+        qtbot.waitUntil(lambda: win.ui.state_label.text() == "error", timeout=15_000)
+        assert "input stopped" in win.ui.banner.text() and "device" in win.ui.banner.text()
+        assert win.ui.start_button.text() == "Start"
     finally:
         win.worker.stop()
         server.stop()
@@ -301,9 +315,9 @@ def test_status_line_shows_lost_audio(qt_modules, qtbot):
     from tests.test_live_reliability import _drive
 
     MonitorWindow, MonitorOptions, _ = qt_modules
-    win = MonitorWindow(LoudnessEngine(), MonitorOptions(window_s=1.0, hop_s=HOP_S))
+    win = MonitorWindow(LoudnessEngine(), MonitorOptions(settings=_settings(window_s=1.0, hop_s=HOP_S)))
     qtbot.addWidget(win)
-    assert "lost 0.00 s" in win.count_label.text()
+    assert "lost 0.00 s" in win.ui.count_label.text()
     rate = 16000
     cap = MicrophoneCapture(samplerate=rate, channels=1)
     cap.samplerate, cap.channels = rate, 1
@@ -314,4 +328,109 @@ def test_status_line_shows_lost_audio(qt_modules, qtbot):
     assert st["lost_s"] == pytest.approx(cap.lost_s) and cap.ring.dropped_samples > 0
     assert st["lost_s"] == pytest.approx(1.2 + cap.ring.dropped_samples / rate, abs=0.05)
     win._update_status()
-    assert f"lost {st['lost_s']:.2f} s" in win.count_label.text(), win.count_label.text()
+    assert f"lost {st['lost_s']:.2f} s" in win.ui.count_label.text(), win.ui.count_label.text()
+
+
+def test_event_table_shows_the_time_in_a_replayed_file(qt_modules, qtbot, tmp_path):
+    """For a replayed file the first column is the event's stream (file) time, not the wall clock of the replay."""
+    MonitorWindow, MonitorOptions, _ = qt_modules
+    path = tmp_path / "one_burst.wav"
+    sf.write(path, tone_burst(16000, 3.0, 1.7, 0.3), 16000, subtype="FLOAT")
+    win = MonitorWindow(LoudnessEngine(), MonitorOptions(source=str(path), settings=_settings(window_s=1.0,
+                                                                                               hop_s=HOP_S)))
+    qtbot.addWidget(win)
+    win.show()
+    time.sleep(1.2)                                   # the session clock runs ahead of the file's
+    assert win.start()
+    qtbot.waitUntil(lambda: not win.running, timeout=10_000)
+    win.tick()
+    (rec,) = win.events.records
+    assert rec.file_s == pytest.approx(1.7, abs=HOP_S + 1e-6)
+    assert rec.onset_s - rec.file_s > 1.0                 # session time is another clock
+    text = win.ui.table.item(0, 0).text()
+    assert text == rec.time_text() == f"0:{rec.file_s:06.3f}"
+    m, s = text.split(":")
+    assert int(m) * 60 + float(s) == pytest.approx(rec.file_s, abs=1e-3)
+    assert win.ui.table.horizontalHeaderItem(0).toolTip()      # says which clock it is
+
+
+def test_live_input_keeps_wall_clock_times():
+    from apps.monitor.worker import EventRecord
+
+    rec = EventRecord("dog", 5.0, 6.0, 0.9, wall_time=time.mktime((2024, 1, 2, 3, 4, 5, 0, 0, -1)) + 0.25)
+    assert rec.time_text() == "03:04:05.250"
+
+
+def _drawn_axis_texts(axis) -> list[str]:
+    """The tick texts pyqtgraph really draws on ``axis`` (it drops those that do not fit)."""
+    from PySide6 import QtGui
+
+    img = QtGui.QImage(400, 400, QtGui.QImage.Format.Format_ARGB32)
+    p = QtGui.QPainter(img)
+    try:
+        if axis.style.get("tickFont") is not None:
+            p.setFont(axis.style["tickFont"])
+        specs = axis.generateDrawSpecs(p)
+    finally:
+        p.end()
+    return [text for _, _, text in specs[2]]
+
+
+def test_every_event_lane_is_labelled(qt_modules, qtbot):
+    """Long class names (the last lane of the README screenshot, ``door_wood_knock``) are elided, never dropped."""
+    from apps.monitor.plots import LivePlots
+    from apps.monitor.worker import EventRecord
+
+    plots = LivePlots(history_s=10.0, top_k=3, frame_shift_s=0.01)
+    qtbot.addWidget(plots.widget)
+    plots.widget.resize(1000, 600)
+    plots.widget.show()
+    labels = ["dog", "door_wood_knock", "vacuum_cleaner", "crackling_fire", "church_bells"]
+    recs = [EventRecord(lab, 1.0 + i, 1.5 + i, 0.9, 0.0) for i, lab in enumerate(labels)]
+    plots.redraw(8.0, recs, True)
+    qtbot.wait(50)
+    ticks = plots.lane_ticks()
+    assert [i for i, _ in ticks] == list(range(len(labels)))
+    drawn = _drawn_axis_texts(plots.timeline.getAxis("left"))
+    assert sorted(drawn) == sorted(name for _, name in ticks), (drawn, ticks)
+    assert "dog" in drawn and any(t.startswith("door_wood") for t in drawn)
+
+
+def test_frame_shift_comes_from_the_model(qt_modules, qtbot, tmp_path):
+    """A model with 20 ms frames: the spectrogram holds history_s / 20 ms columns, placed at 20 ms steps."""
+    MonitorWindow, MonitorOptions, _ = qt_modules
+
+    class Shift20(LoudnessEngine):
+        def __init__(self):
+            super().__init__()
+            self.config = {"frontend": {"num_mel_bins": 64, "frame_shift_ms": 20.0}, "labels": self.labels}
+
+    path = tmp_path / "short.wav"
+    sf.write(path, tone_burst(16000, 2.5, 1.2, 0.3), 16000, subtype="FLOAT")
+    win = MonitorWindow(Shift20(), MonitorOptions(source=str(path), settings=_settings(window_s=1.0, hop_s=HOP_S)))
+    qtbot.addWidget(win)
+    win.show()
+    assert win.start(), win.errors
+    qtbot.waitUntil(lambda: not win.running, timeout=10_000)
+    win.tick()
+    assert win.plots.frame_shift_s == pytest.approx(0.02)
+    assert win.plots.spectrogram().shape == (500, 64)
+    assert win.plots._frames_seen == pytest.approx(2.5 / 0.02, abs=3)
+
+
+def test_detector_settings_come_by_the_one_route(qt_modules, qtbot):
+    """``MonitorOptions.settings`` (``aed monitor``: ``apps.common.detector_config``) gives every model its settings;
+    the controls go over them with ``override``; nothing else merges settings."""
+    MonitorWindow, MonitorOptions, _ = qt_modules
+    from apps.common import detector_config
+    from realtime.detector import DetectorConfig
+
+    args = mock.Mock(window=1.5, hop=0.25, threshold=0.7, min_duration=0.2, merge_gap=None, onset_anchor="centre")
+    win = MonitorWindow(LoudnessEngine(), MonitorOptions(settings=lambda e, r: detector_config(args, e, r)))
+    qtbot.addWidget(win)
+    assert win.ui.threshold_slider.value() == 70 and win.ui.window_spin.value() == pytest.approx(1.5)
+    want = DetectorConfig.from_model(LoudnessEngine().config).override(
+        window_s=1.5, hop_s=0.25, threshold=0.7, min_duration_s=0.2, onset_anchor="centre", input_rate=48000)
+    assert win.detector_config(48000) == want
+    win.ui.threshold_slider.setValue(40)
+    assert win.detector_config(48000) == want.override(threshold=0.4)

@@ -4,6 +4,6 @@ Needs the ``gui`` extra (``pip install 'aed[gui]'``: pyqtgraph and PySide6). Onl
 :mod:`apps.monitor.worker` is importable without Qt; the window modules import Qt at import time,
 so import them only from ``aed monitor`` (``apps/cmd_monitor.py``) or from tests.
 """
-from apps.monitor.worker import EventLog, EventRecord, Message, MonitorWorker, SwitchableDetector
+from apps.monitor.worker import EventLog, EventRecord, Message, MonitorWorker
 
-__all__ = ["EventLog", "EventRecord", "Message", "MonitorWorker", "SwitchableDetector"]
+__all__ = ["EventLog", "EventRecord", "Message", "MonitorWorker"]

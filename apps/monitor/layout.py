@@ -1,171 +1,227 @@
-"""The monitor window's widgets and their layout (a mixin of :class:`apps.monitor.window.MonitorWindow`).
+"""The monitor window's widgets and their layout, and nothing else.
 
-Kept apart from the window's behaviour: this module only creates widgets and connects them to the
-window's slots (``toggle``, ``apply_settings``, ``load_model``, ``copy_events`` ...).
+:func:`build_widgets` creates the banner, the two rows of controls, the plots, the event list and the status
+bar inside a ``QMainWindow`` and returns them as one :class:`WindowWidgets`. It knows nothing of the window's
+state or slots and connects no signal: :class:`apps.monitor.window.MonitorWindow` wires the widgets to its
+behaviour. Dependencies run one way: window -> layout -> plots.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
-from PySide6 import QtCore, QtGui, QtWidgets
+from PySide6 import QtCore, QtWidgets
 
 from apps.monitor.plots import LivePlots
+from engines import ENGINE_KINDS as _ENGINES  # the one list of engine kinds
 
-__all__ = ["WindowLayout", "ENGINE_KINDS"]
+__all__ = ["WindowWidgets", "build_widgets", "fill_devices", "ENGINE_KINDS", "TABLE_COLUMNS"]
 
-ENGINE_KINDS = ("auto", "onnxruntime", "torch", "tensorrt")
+ENGINE_KINDS = ("auto",) + tuple(k for k in _ENGINES if k != "auto")     # the combo's order: auto first
+TABLE_COLUMNS = ("time", "label", "duration", "peak")
+TIME_TIP = "wall-clock time of the onset for live input; the onset's time in the file (m:ss.sss) for a replayed file"
 
 
-class WindowLayout:
-    """Builds the banner, the two rows of controls, the plots, the event list and the status bar."""
+@dataclass
+class WindowWidgets:
+    """Every widget of the monitor window that its behaviour touches."""
 
-    def _build_ui(self) -> None:
-        central = QtWidgets.QWidget()
-        outer = QtWidgets.QVBoxLayout(central)
-        outer.setContentsMargins(6, 6, 6, 2)
-        self.banner = QtWidgets.QLabel()
-        self.banner.setWordWrap(True)
-        self.banner.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.banner.setStyleSheet("background:#7f1d1d; color:white; padding:6px; border-radius:3px;")
-        self.banner.hide()
-        outer.addWidget(self.banner)
+    banner: QtWidgets.QLabel
+    device_combo: QtWidgets.QComboBox
+    start_button: QtWidgets.QPushButton
+    threshold_slider: QtWidgets.QSlider
+    threshold_label: QtWidgets.QLabel
+    window_spin: QtWidgets.QDoubleSpinBox
+    hop_spin: QtWidgets.QDoubleSpinBox
+    class_combo: QtWidgets.QComboBox
+    class_spin: QtWidgets.QDoubleSpinBox
+    override_button: QtWidgets.QPushButton
+    clear_button: QtWidgets.QPushButton
+    overrides_label: QtWidgets.QLabel
+    engine_combo: QtWidgets.QComboBox
+    model_edit: QtWidgets.QLineEdit
+    browse_button: QtWidgets.QPushButton
+    load_button: QtWidgets.QPushButton
+    plots: LivePlots
+    table: QtWidgets.QTableWidget
+    copy_button: QtWidgets.QPushButton
+    save_button: QtWidgets.QPushButton
+    level_meter: QtWidgets.QProgressBar
+    level_label: QtWidgets.QLabel
+    stage_label: QtWidgets.QLabel
+    count_label: QtWidgets.QLabel
+    engine_label: QtWidgets.QLabel
+    state_label: QtWidgets.QLabel
 
-        row1 = QtWidgets.QHBoxLayout()
-        row1.addWidget(QtWidgets.QLabel("Input"))
-        self.device_combo = QtWidgets.QComboBox()
-        self.device_combo.setMinimumWidth(260)
-        self._fill_devices()
-        self.device_combo.activated.connect(self._device_changed)
-        row1.addWidget(self.device_combo)
-        self.start_button = QtWidgets.QPushButton("Start")
-        self.start_button.clicked.connect(self.toggle)
-        row1.addWidget(self.start_button)
-        row1.addSpacing(16)
-        row1.addWidget(QtWidgets.QLabel("Threshold"))
-        self.threshold_slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
-        self.threshold_slider.setRange(1, 99)
-        self.threshold_slider.setMinimumWidth(140)
-        self.threshold_slider.valueChanged.connect(self._threshold_moved)
-        row1.addWidget(self.threshold_slider)
-        self.threshold_label = QtWidgets.QLabel("0.50")
-        row1.addWidget(self.threshold_label)
-        row1.addSpacing(16)
-        row1.addWidget(QtWidgets.QLabel("Window"))
-        self.window_spin = QtWidgets.QDoubleSpinBox(decimals=2, minimum=0.5, maximum=10.0, singleStep=0.1,
-                                                    suffix=" s")
-        row1.addWidget(self.window_spin)
-        row1.addWidget(QtWidgets.QLabel("Hop"))
-        self.hop_spin = QtWidgets.QDoubleSpinBox(decimals=2, minimum=0.01, maximum=10.0, singleStep=0.05, suffix=" s")
-        row1.addWidget(self.hop_spin)
-        for spin in (self.window_spin, self.hop_spin):
-            spin.valueChanged.connect(self._settings_changed)
-        row1.addStretch(1)
-        outer.addLayout(row1)
 
-        row2 = QtWidgets.QHBoxLayout()
-        row2.addWidget(QtWidgets.QLabel("Class"))
-        self.class_combo = QtWidgets.QComboBox()
-        self.class_combo.setEditable(True)
-        self.class_combo.setInsertPolicy(QtWidgets.QComboBox.InsertPolicy.NoInsert)
-        self.class_combo.setMinimumWidth(160)
-        row2.addWidget(self.class_combo)
-        self.class_spin = QtWidgets.QDoubleSpinBox(decimals=2, minimum=0.01, maximum=0.99, singleStep=0.05, value=0.5)
-        row2.addWidget(self.class_spin)
-        set_button = QtWidgets.QPushButton("Override")
-        set_button.clicked.connect(self._set_override)
-        row2.addWidget(set_button)
-        clear_button = QtWidgets.QPushButton("Clear")
-        clear_button.clicked.connect(self._clear_override)
-        row2.addWidget(clear_button)
-        self.overrides_label = QtWidgets.QLabel("no per-class overrides")
-        self.overrides_label.setStyleSheet("color:#666;")
-        row2.addWidget(self.overrides_label, 1)
-        row2.addWidget(QtWidgets.QLabel("Engine"))
-        self.engine_combo = QtWidgets.QComboBox()
-        self.engine_combo.addItems(ENGINE_KINDS)
-        self.engine_combo.setCurrentText(self.options.engine_kind)
-        row2.addWidget(self.engine_combo)
-        self.model_edit = QtWidgets.QLineEdit(self.options.model_path or "")
-        self.model_edit.setPlaceholderText("model: checkpoint dir, .onnx or .plan (empty: the shipped default)")
-        self.model_edit.setMinimumWidth(260)
-        row2.addWidget(self.model_edit)
-        browse = QtWidgets.QPushButton("Browse…")
-        browse.clicked.connect(self._browse_model)
-        row2.addWidget(browse)
-        load = QtWidgets.QPushButton("Load")
-        load.clicked.connect(lambda: self.load_model(self.engine_combo.currentText(), self.model_edit.text()))
-        row2.addWidget(load)
-        outer.addLayout(row2)
+def _banner() -> QtWidgets.QLabel:
+    banner = QtWidgets.QLabel()
+    banner.setWordWrap(True)
+    banner.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+    banner.setStyleSheet("background:#7f1d1d; color:white; padding:6px; border-radius:3px;")
+    banner.hide()
+    return banner
 
-        split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
-        self.plots = LivePlots(history_s=self.options.history_s, top_k=self.options.top_k)
-        split.addWidget(self.plots.widget)
-        side = QtWidgets.QWidget()
-        side_layout = QtWidgets.QVBoxLayout(side)
-        side_layout.setContentsMargins(0, 0, 0, 0)
-        side_layout.addWidget(QtWidgets.QLabel("Recent events"))
-        self.table = QtWidgets.QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["time", "label", "duration", "peak"])
-        self.table.verticalHeader().hide()
-        self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.horizontalHeader().setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.Stretch)
-        self.table.setColumnWidth(0, 96)
-        self.table.setColumnWidth(2, 66)
-        self.table.setColumnWidth(3, 50)
-        side_layout.addWidget(self.table, 1)
-        buttons = QtWidgets.QHBoxLayout()
-        copy = QtWidgets.QPushButton("Copy TSV")
-        copy.clicked.connect(self.copy_events)
-        save = QtWidgets.QPushButton("Save TSV…")
-        save.clicked.connect(self._save_dialog)
-        buttons.addWidget(copy)
-        buttons.addWidget(save)
-        side_layout.addLayout(buttons)
-        split.addWidget(side)
-        split.setStretchFactor(0, 4)
-        split.setStretchFactor(1, 1)
-        split.setSizes([1000, 340])
-        outer.addWidget(split, 1)
-        self.setCentralWidget(central)
-        QtGui.QShortcut(QtGui.QKeySequence.StandardKey.Copy, self.table, activated=self.copy_events)
 
-        bar = self.statusBar()
-        self.level_meter = QtWidgets.QProgressBar()
-        self.level_meter.setRange(-60, 0)
-        self.level_meter.setValue(-60)
-        self.level_meter.setFixedWidth(110)
-        self.level_meter.setTextVisible(False)
-        self.level_label = QtWidgets.QLabel("level – dBFS")
-        self.level_label.setMinimumWidth(150)
-        bar.addWidget(self.level_meter)
-        bar.addWidget(self.level_label)
-        self.stage_label = QtWidgets.QLabel("features – · inference – · post – ms")
-        self.count_label = QtWidgets.QLabel("overruns 0 · dropped 0 · lost 0.00 s")
-        self.engine_label = QtWidgets.QLabel("no engine")
-        self.state_label = QtWidgets.QLabel("stopped")
-        for w in (self.stage_label, self.count_label, self.engine_label, self.state_label):
-            bar.addWidget(w)
+def _table() -> QtWidgets.QTableWidget:
+    table = QtWidgets.QTableWidget(0, len(TABLE_COLUMNS))
+    table.setHorizontalHeaderLabels(list(TABLE_COLUMNS))
+    table.horizontalHeaderItem(0).setToolTip(TIME_TIP)
+    table.verticalHeader().hide()
+    table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
+    table.horizontalHeader().setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.Stretch)
+    table.setColumnWidth(0, 96)
+    table.setColumnWidth(2, 66)
+    table.setColumnWidth(3, 50)
+    return table
 
-    def _fill_devices(self) -> None:
-        self.device_combo.clear()
-        if self.options.source:
-            self.device_combo.addItem(f"file: {Path(self.options.source).name}", ("file", self.options.source))
-        self.device_combo.addItem("default input", ("device", None))
-        try:
-            from realtime.capture import list_input_devices
 
-            for d in list_input_devices():
-                self.device_combo.addItem(f"{d['index']}: {d['name']} ({d['hostapi']})", ("device", d["index"]))
-        except Exception as e:  # noqa: BLE001 - no PortAudio / no devices: say so, keep the file input
-            self.device_combo.addItem(f"(no audio devices: {e})", ("none", None))
-        dev = self.options.device
-        if dev is not None and not self.options.source:
-            for i in range(self.device_combo.count()):
-                kind, value = self.device_combo.itemData(i)
-                if kind == "device" and (value == dev or (isinstance(dev, str) and dev in self.device_combo.itemText(i))):
-                    self.device_combo.setCurrentIndex(i)
-                    break
-            else:
-                self.device_combo.addItem(f"device {dev}", ("device", dev))
-                self.device_combo.setCurrentIndex(self.device_combo.count() - 1)
+def build_widgets(window: QtWidgets.QMainWindow, engine_kind: str = "auto", model_path: str = "",
+                  history_s: float = 10.0, top_k: int = 5) -> WindowWidgets:
+    """Create the window's widgets and lay them out in ``window`` (central widget and status bar).
+
+    Args:
+        window: the main window to fill.
+        engine_kind / model_path: what the model controls show first.
+        history_s / top_k: for the plots.
+    """
+    central = QtWidgets.QWidget()
+    outer = QtWidgets.QVBoxLayout(central)
+    outer.setContentsMargins(6, 6, 6, 2)
+    banner = _banner()
+    outer.addWidget(banner)
+
+    row1 = QtWidgets.QHBoxLayout()
+    row1.addWidget(QtWidgets.QLabel("Input"))
+    device_combo = QtWidgets.QComboBox()
+    device_combo.setMinimumWidth(260)
+    row1.addWidget(device_combo)
+    start_button = QtWidgets.QPushButton("Start")
+    row1.addWidget(start_button)
+    row1.addSpacing(16)
+    row1.addWidget(QtWidgets.QLabel("Threshold"))
+    threshold_slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+    threshold_slider.setRange(1, 99)
+    threshold_slider.setMinimumWidth(140)
+    row1.addWidget(threshold_slider)
+    threshold_label = QtWidgets.QLabel("0.50")
+    row1.addWidget(threshold_label)
+    row1.addSpacing(16)
+    row1.addWidget(QtWidgets.QLabel("Window"))
+    window_spin = QtWidgets.QDoubleSpinBox(decimals=2, minimum=0.5, maximum=10.0, singleStep=0.1, suffix=" s")
+    row1.addWidget(window_spin)
+    row1.addWidget(QtWidgets.QLabel("Hop"))
+    hop_spin = QtWidgets.QDoubleSpinBox(decimals=2, minimum=0.01, maximum=10.0, singleStep=0.05, suffix=" s")
+    row1.addWidget(hop_spin)
+    row1.addStretch(1)
+    outer.addLayout(row1)
+
+    row2 = QtWidgets.QHBoxLayout()
+    row2.addWidget(QtWidgets.QLabel("Class"))
+    class_combo = QtWidgets.QComboBox()
+    class_combo.setEditable(True)
+    class_combo.setInsertPolicy(QtWidgets.QComboBox.InsertPolicy.NoInsert)
+    class_combo.setMinimumWidth(160)
+    row2.addWidget(class_combo)
+    class_spin = QtWidgets.QDoubleSpinBox(decimals=2, minimum=0.01, maximum=0.99, singleStep=0.05, value=0.5)
+    row2.addWidget(class_spin)
+    override_button = QtWidgets.QPushButton("Override")
+    row2.addWidget(override_button)
+    clear_button = QtWidgets.QPushButton("Clear")
+    row2.addWidget(clear_button)
+    overrides_label = QtWidgets.QLabel("no per-class overrides")
+    overrides_label.setStyleSheet("color:#666;")
+    row2.addWidget(overrides_label, 1)
+    row2.addWidget(QtWidgets.QLabel("Engine"))
+    engine_combo = QtWidgets.QComboBox()
+    engine_combo.addItems(ENGINE_KINDS)
+    engine_combo.setCurrentText(engine_kind)
+    row2.addWidget(engine_combo)
+    model_edit = QtWidgets.QLineEdit(model_path or "")
+    model_edit.setPlaceholderText("model: checkpoint dir, .onnx or .plan (empty: the shipped default)")
+    model_edit.setMinimumWidth(260)
+    row2.addWidget(model_edit)
+    browse_button = QtWidgets.QPushButton("Browse…")
+    row2.addWidget(browse_button)
+    load_button = QtWidgets.QPushButton("Load")
+    row2.addWidget(load_button)
+    outer.addLayout(row2)
+
+    split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
+    plots = LivePlots(history_s=history_s, top_k=top_k)
+    split.addWidget(plots.widget)
+    side = QtWidgets.QWidget()
+    side_layout = QtWidgets.QVBoxLayout(side)
+    side_layout.setContentsMargins(0, 0, 0, 0)
+    side_layout.addWidget(QtWidgets.QLabel("Recent events"))
+    table = _table()
+    side_layout.addWidget(table, 1)
+    buttons = QtWidgets.QHBoxLayout()
+    copy_button = QtWidgets.QPushButton("Copy TSV")
+    save_button = QtWidgets.QPushButton("Save TSV…")
+    buttons.addWidget(copy_button)
+    buttons.addWidget(save_button)
+    side_layout.addLayout(buttons)
+    split.addWidget(side)
+    split.setStretchFactor(0, 4)
+    split.setStretchFactor(1, 1)
+    split.setSizes([1000, 340])
+    outer.addWidget(split, 1)
+    window.setCentralWidget(central)
+
+    bar = window.statusBar()
+    level_meter = QtWidgets.QProgressBar()
+    level_meter.setRange(-60, 0)
+    level_meter.setValue(-60)
+    level_meter.setFixedWidth(110)
+    level_meter.setTextVisible(False)
+    level_label = QtWidgets.QLabel("level – dBFS")
+    level_label.setMinimumWidth(150)
+    bar.addWidget(level_meter)
+    bar.addWidget(level_label)
+    stage_label = QtWidgets.QLabel("features – · inference – · post – ms")
+    count_label = QtWidgets.QLabel("overruns 0 · dropped 0 · lost 0.00 s")
+    engine_label = QtWidgets.QLabel("no engine")
+    state_label = QtWidgets.QLabel("stopped")
+    for w in (stage_label, count_label, engine_label, state_label):
+        bar.addWidget(w)
+    return WindowWidgets(
+        banner=banner, device_combo=device_combo, start_button=start_button, threshold_slider=threshold_slider,
+        threshold_label=threshold_label, window_spin=window_spin, hop_spin=hop_spin, class_combo=class_combo,
+        class_spin=class_spin, override_button=override_button, clear_button=clear_button,
+        overrides_label=overrides_label, engine_combo=engine_combo, model_edit=model_edit,
+        browse_button=browse_button, load_button=load_button, plots=plots, table=table, copy_button=copy_button,
+        save_button=save_button, level_meter=level_meter, level_label=level_label, stage_label=stage_label,
+        count_label=count_label, engine_label=engine_label, state_label=state_label)
+
+
+def fill_devices(combo: QtWidgets.QComboBox, source: str | None, device: int | str | None,
+                 devices: Sequence[dict] | None = None, error: str | None = None) -> None:
+    """The input choices: the replayed file (first, selected), the default input, each input device.
+
+    Args:
+        combo: the input combo box; each item's data is ``(kind, value)`` with kind ``file``/``device``/``none``.
+        source: a file to replay, or None.
+        device: the device asked for (index or name substring), selected when there is no file.
+        devices: :func:`realtime.capture.list_input_devices` rows (None: none found, see ``error``).
+        error: why there are no devices (no PortAudio, none found).
+    """
+    combo.clear()
+    if source:
+        combo.addItem(f"file: {Path(source).name}", ("file", source))
+    combo.addItem("default input", ("device", None))
+    for d in devices or ():
+        combo.addItem(f"{d['index']}: {d['name']} ({d['hostapi']})", ("device", d["index"]))
+    if error is not None:
+        combo.addItem(f"(no audio devices: {error})", ("none", None))
+    if device is not None and not source:
+        for i in range(combo.count()):
+            kind, value = combo.itemData(i)
+            if kind == "device" and (value == device or (isinstance(device, str) and device in combo.itemText(i))):
+                combo.setCurrentIndex(i)
+                break
+        else:
+            combo.addItem(f"device {device}", ("device", device))
+            combo.setCurrentIndex(combo.count() - 1)

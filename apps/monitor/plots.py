@@ -20,6 +20,7 @@ TRACE_COLORS = ["#4cc9f0", "#f72585", "#b5e48c", "#ffb703", "#c77dff", "#ff7f51"
 MAX_BAR_LABELS = 24
 MAX_ROWS = 12
 AXIS_WIDTH = 104                # room for a class name on the timeline; the same on every plot keeps x aligned
+LANE_TEXT_WIDTH = AXIS_WIDTH - 12   # a lane's name, elided to this: pyqtgraph drops tick text wider than its axis
 
 
 class _Bars(pg.BarGraphItem):
@@ -40,10 +41,11 @@ class LivePlots:
     Args:
         history_s: seconds shown.
         top_k: number of score traces.
-        frame_shift_s: time between log-mel frames.
+        frame_shift_s: time between log-mel frames, the model's (``FrontEndConfig.frame_shift_ms``); None until
+            :meth:`set_frame_shift` (before the first frames).
     """
 
-    def __init__(self, history_s: float = 10.0, top_k: int = 5, frame_shift_s: float = 0.01):
+    def __init__(self, history_s: float = 10.0, top_k: int = 5, frame_shift_s: float | None = None):
         self.history_s = float(history_s)
         self.top_k = int(top_k)
         self.frame_shift_s = frame_shift_s
@@ -131,8 +133,16 @@ class LivePlots:
         self.widget.ci.layout.setRowStretchFactor(2, 3)
 
     # -- data in --------------------------------------------------------------------------------
+    def set_frame_shift(self, frame_shift_s: float) -> None:
+        """The time between the frames that will arrive (the model's front end); another one restarts the image."""
+        if frame_shift_s != self.frame_shift_s:
+            self.frame_shift_s = float(frame_shift_s)
+            self._spec, self._spec_t, self._image_shape = None, None, None
+
     def add_frames(self, t_end: float, frames: np.ndarray) -> None:
         """Append raw log-mel frames ``(n, F)`` ending at session time ``t_end``."""
+        if self.frame_shift_s is None:
+            raise RuntimeError("set_frame_shift() before the first frames")
         n, f = frames.shape
         cap = int(round(self.history_s / self.frame_shift_s))
         if self._spec is None or self._spec.shape[1] != f:
@@ -269,7 +279,7 @@ class LivePlots:
         active = sorted({r.label for r in shown}, key=self.rows.__getitem__)[-MAX_ROWS:]
         if active != list(self._row_of):
             self._row_of = {lab: i for i, lab in enumerate(active)}
-            self.timeline.getAxis("left").setTicks([[(i, lab[:14]) for lab, i in self._row_of.items()]])
+            self.timeline.getAxis("left").setTicks([[(i, self.lane_name(lab)) for lab, i in self._row_of.items()]])
             hidden = len({r.label for r in shown}) - len(active)
             self.timeline.setTitle(f"events ({hidden} more classes not shown)" if hidden > 0 else "events",
                                    size="9pt")
@@ -309,6 +319,17 @@ class LivePlots:
         for t in self._bar_texts[len(last):]:
             t.hide()
 
+    def lane_name(self, label: str) -> str:
+        """``label`` as its lane's name on the timeline's axis: elided ("…") to the room the axis has."""
+        axis = self.timeline.getAxis("left")
+        font = axis.style.get("tickFont") or pg.QtWidgets.QApplication.font()
+        metrics = pg.QtGui.QFontMetrics(font)
+        return metrics.elidedText(label, pg.QtCore.Qt.TextElideMode.ElideRight, LANE_TEXT_WIDTH)
+
+    def lane_ticks(self) -> list[tuple[int, str]]:
+        """The timeline's lanes now: (row, name on the axis), top row first."""
+        return sorted((i, self.lane_name(lab)) for lab, i in self._row_of.items())
+
     def _bars_painted(self) -> None:
         if self._unpainted:
             now = time.perf_counter()
@@ -323,7 +344,3 @@ class LivePlots:
         inv = {i: lab for lab, i in self._row_of.items()}
         o = self.bars.opts
         return [(inv[int(round(y0 + 0.35))], float(a), float(b)) for a, b, y0 in zip(o["x0"], o["x1"], o["y0"])]
-
-    def bar_screen_x(self) -> float:
-        """The x shift applied to the bars now (``-t_now``): bar x on screen = session time + this."""
-        return float(self.bars.pos().x())

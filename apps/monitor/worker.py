@@ -8,7 +8,12 @@ here, so this module is tested without a display.
 
 Times are *session* seconds: a clock that starts when the monitor starts and keeps running
 across detector rebuilds (threshold, window, hop, model) and across stop/start, so the events
-collected so far stay on one time axis.
+collected so far stay on one time axis. The runner and its detector keep *stream* time (seconds
+into this run's source: the file's own time for a replayed file); the worker adds the run's start.
+
+The worker owns the current detector: the window builds one for the stream's rate and hands it to
+:meth:`MonitorWorker.start` or :meth:`MonitorWorker.replace_detector`; the runner swaps it in between
+two blocks (:meth:`realtime.pipeline.LiveRunner.replace_detector`). There is no proxy around it.
 
 Example:
     >>> import numpy as np
@@ -18,7 +23,7 @@ Example:
     ...     labels = ["x"]
     ...     def infer(self, x): return np.zeros((x.shape[0], 1), np.float32)
     >>> w = MonitorWorker()
-    >>> w.start(Detector(Zero(), DetectorConfig(frontend=FrontEndConfig(num_mel_bins=64))),
+    >>> w.start(Detector(Zero(), DetectorConfig(frontend=FrontEndConfig(num_mel_bins=64), input_rate=16000)),
     ...         ArraySource(np.zeros(32000, np.float32), 16000))
     >>> w.join(10)
     True
@@ -38,7 +43,7 @@ import numpy as np
 
 from realtime.events import Event
 
-__all__ = ["Message", "SwitchableDetector", "MonitorWorker", "EventRecord", "EventLog", "recent_stage_ms"]
+__all__ = ["Message", "MonitorWorker", "EventRecord", "EventLog", "recent_stage_ms"]
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +55,14 @@ class Message:
     ``kind`` is one of ``frames`` (data: raw log-mel ``(n, F)``, t: session time of the last frame's end),
     ``scores`` (data: ``(C,)``, t: window end), ``event`` (data: :class:`Event` in session time),
     ``level`` (data: ``(rms_dbfs, peak_dbfs)``, t: block end), ``swapped`` (data: the new detector),
-    ``error`` (data: message text) and ``finished`` (data: the runner's summary dict). ``at`` is the
-    ``perf_counter`` time it was posted.
+    ``error`` (data: message text) and ``finished`` (data: the runner's summary dict). ``stream_t`` is
+    ``t`` in stream time (seconds into this run's source). ``at`` is the ``perf_counter`` time it was posted.
     """
 
     kind: str
     t: float
     data: Any = None
+    stream_t: float | None = None
     at: float = field(default_factory=time.perf_counter)     # when it was posted (latency measurements)
 
 
@@ -64,138 +70,27 @@ def _dbfs(x: float) -> float:
     return float(20.0 * np.log10(max(x, 1e-6)))
 
 
-class SwitchableDetector:
-    """A detector whose inner :class:`~realtime.detector.Detector` can be replaced while audio flows.
-
-    :class:`~realtime.pipeline.LiveRunner` calls ``push``/``gap``/``flush`` on its worker thread; a
-    replacement asked for from another thread (:meth:`request`) takes effect there, between two
-    blocks: the old detector is flushed (its open events close), the new one continues the session
-    clock where the old one stopped. No audio is skipped and no capture restarts.
-
-    Args:
-        detector: the first inner detector; its ``on_window``/``on_frames`` callbacks are replaced.
-        post: where messages go (``queue.Queue.put``).
-        t0: session time at which this detector's stream time 0 lies.
-        on_audio: optional ``(t_start, block)`` hook for every raw block (worker thread; tests, recording).
-    """
-
-    def __init__(self, detector, post: Callable[[Message], None], t0: float = 0.0,
-                 on_audio: Callable[[float, np.ndarray], None] | None = None):
-        self._post = post
-        self.on_audio = on_audio
-        self._pending = None
-        self._lock = threading.Lock()
-        self.swaps = 0
-        self._offset = float(t0)
-        self._inner = self._wire(detector)
-
-    def _wire(self, det):
-        det.on_window = self._on_window
-        det.on_frames = self._on_frames
-        return det
-
-    # -- what LiveRunner reads -----------------------------------------------------------------
-    @property
-    def inner(self):
-        """The detector in use now."""
-        return self._inner
-
-    @property
-    def input_rate(self) -> int:
-        return self._inner.input_rate
-
-    @property
-    def timer(self):
-        return self._inner.timer
-
-    @property
-    def samples_in(self) -> int:
-        return self._inner.samples_in
-
-    @property
-    def windows_scored(self) -> int:
-        return self._inner.windows_scored
-
-    @property
-    def labels(self) -> list[str]:
-        return self._inner.labels
-
-    @property
-    def config(self):
-        return self._inner.config
-
-    @property
-    def time_s(self) -> float:
-        """Session time of the audio pushed so far."""
-        return self._offset + self._inner.time_s
-
-    def with_config(self, **changes) -> "SwitchableDetector":
-        self._inner = self._wire(self._inner.with_config(**changes))
-        return self
-
-    # -- switching -----------------------------------------------------------------------------
-    def request(self, detector) -> None:
-        """Use ``detector`` from the next block on (any thread). It must take audio at the same input rate."""
-        if detector.input_rate != self._inner.input_rate:
-            raise ValueError(f"the new detector takes {detector.input_rate} Hz, the stream runs at "
-                             f"{self._inner.input_rate} Hz")
-        with self._lock:
-            self._pending = detector
-
-    def _switch(self) -> list[Event]:
-        with self._lock:
-            new, self._pending = self._pending, None
-        if new is None:
-            return []
-        old = self._inner
-        events = self._shift(old.flush())
-        self._offset += old.time_s
-        self._inner = self._wire(new)
-        self.swaps += 1
-        self._post(Message("swapped", self._offset, new))
-        return events
-
-    # -- the detector protocol -----------------------------------------------------------------
-    def _shift(self, events: list[Event]) -> list[Event]:
-        off = self._offset
-        return [replace(e, onset_s=e.onset_s + off, offset_s=None if e.offset_s is None else e.offset_s + off)
-                for e in events]
-
-    def _on_window(self, t_end: float, scores: np.ndarray) -> None:
-        self._post(Message("scores", self._offset + t_end, np.array(scores, dtype=np.float32)))
-
-    def _on_frames(self, frames: np.ndarray) -> None:
-        # called inside the inner detector's push, after the new frames are counted: time_s is their end
-        self._post(Message("frames", self._offset + self._inner.time_s, np.array(frames, dtype=np.float32)))
-
-    def push(self, chunk: np.ndarray) -> list[Event]:
-        events = self._switch() if self._pending is not None else []
-        if chunk.shape[0]:
-            t_start = self.time_s
-            peak = float(np.max(np.abs(chunk)))
-            rms = float(np.sqrt(np.mean(np.square(chunk, dtype=np.float64))))
-            if self.on_audio is not None:
-                self.on_audio(t_start, chunk)
-            self._post(Message("level", t_start + chunk.shape[0] / self.input_rate, (_dbfs(rms), _dbfs(peak))))
-        return events + self._shift(self._inner.push(chunk))
-
-    def gap(self, seconds: float) -> list[Event]:
-        return self._shift(self._inner.gap(seconds))
-
-    def flush(self) -> list[Event]:
-        events = self._switch() if self._pending is not None else []
-        return events + self._shift(self._inner.flush())
-
-
 @dataclass
 class EventRecord:
-    """One event as the window lists it; ``offset_s`` is None while it is open (session seconds)."""
+    """One event as the window lists it; ``offset_s`` is None while it is open (session seconds).
+
+    ``file_s`` is the onset in the replayed file's own time (None for live input): what the event list shows
+    for a file, where the wall-clock time of the replay would mean nothing.
+    """
 
     label: str
     onset_s: float
     offset_s: float | None
     peak: float
     wall_time: float            # seconds since the epoch at the onset
+    file_s: float | None = None
+
+    def time_text(self) -> str:
+        """The event list's time column: ``m:ss.sss`` into the file for a replayed file, else the wall clock."""
+        if self.file_s is not None:
+            m, s = divmod(max(0.0, self.file_s), 60.0)
+            return f"{int(m)}:{s:06.3f}"
+        return time.strftime("%H:%M:%S", time.localtime(self.wall_time)) + f"{self.wall_time % 1:.3f}"[1:]
 
     def duration_s(self, now: float | None = None) -> float | None:
         end = self.offset_s if self.offset_s is not None else now
@@ -219,12 +114,14 @@ class EventLog:
         self.records: list[EventRecord] = []
         self._open: dict[tuple[str, float], int] = {}
 
-    def add(self, e: Event) -> tuple[int, EventRecord]:
-        """Take an onset or offset event; returns the index of the record it created or closed."""
+    def add(self, e: Event, file_s: float | None = None) -> tuple[int, EventRecord]:
+        """Take an onset or offset event (session time; ``file_s``: its onset in the replayed file, None for live
+        input); returns the index of the record it created or closed."""
         key = (e.label, round(e.onset_s, 6))
         i = self._open.pop(key, None) if e.kind == "offset" else None
         if i is None:
-            self.records.append(EventRecord(e.label, e.onset_s, e.offset_s, e.score, self.wall_t0 + e.onset_s))
+            self.records.append(EventRecord(e.label, e.onset_s, e.offset_s, e.score, self.wall_t0 + e.onset_s,
+                                            file_s))
             i = len(self.records) - 1
             if e.kind == "onset":
                 self._open[key] = i
@@ -256,23 +153,26 @@ def recent_stage_ms(timer, stages=("features", "inference", "post"), last: int =
 
 
 class MonitorWorker:
-    """Runs one live session at a time (a :class:`LiveRunner` on a :class:`SwitchableDetector`).
+    """Runs one live session at a time: a :class:`~realtime.pipeline.LiveRunner` on the current detector.
 
     The GUI calls :meth:`start`, :meth:`stop`, :meth:`replace_detector` and drains :meth:`drain`
-    from its timer; nothing here touches Qt.
+    from its timer; nothing here touches Qt. The worker sets the ``on_window``/``on_frames`` callbacks of the
+    detectors it is given, so that their windows and frames reach the queue.
 
     Args:
-        on_audio: optional raw-audio hook passed to :class:`SwitchableDetector`.
+        on_audio: optional ``(t_start, block)`` hook for every raw block (worker thread, session time; tests,
+            recording).
     """
 
     def __init__(self, on_audio: Callable[[float, np.ndarray], None] | None = None):
         self.queue: "queue.Queue[Message]" = queue.Queue()
         self.on_audio = on_audio
         self.runner = None
-        self.detector: SwitchableDetector | None = None
         self.source = None
         self.t0 = time.monotonic()          # session clock origin
         self.wall_t0 = time.time()          # the wall-clock time of session time 0
+        self.run_t0 = 0.0                   # session time at which this run's stream time 0 lies
+        self.file_time = False              # this run replays a file: events carry their time in it
         self._session_end = 0.0
         self._watcher: threading.Thread | None = None
 
@@ -284,41 +184,97 @@ class MonitorWorker:
     def running(self) -> bool:
         return self.runner is not None and self.runner.running
 
-    def start(self, detector, source, duration_s: float | None = None) -> None:
+    @property
+    def detector(self):
+        """The detector in use now (the last run's after it ended; None before any run)."""
+        return None if self.runner is None else self.runner.detector
+
+    @property
+    def swaps(self) -> int:
+        """Detectors replaced during the current (or last) run."""
+        return 0 if self.runner is None else self.runner.swaps
+
+    def start(self, detector, source, duration_s: float | None = None, file_time: bool = False) -> None:
         """Start detecting from ``source`` (a started-or-not ``MicrophoneCapture``, a ``FileSource``...).
 
-        The detector must already take audio at the source's rate (``config.input_rate``).
+        Args:
+            detector: built for the source's rate (``config.input_rate``); the runner refuses another.
+            source: an :class:`~realtime.audio_source.AudioSource`.
+            duration_s: stop after this much audio.
+            file_time: the source replays a file; its events carry their time in the file (``EventRecord.file_s``).
 
         Raises:
             DeviceError: the microphone cannot be opened.
-            ValueError: an unsupported sample rate.
+            ConfigError: the detector takes another rate than the source's.
         """
         from realtime.pipeline import LiveRunner
 
         if self.running:
             raise RuntimeError("the monitor is already running; stop it first")
-        t_start = max(self.session_time(), self._session_end)
-        self.detector = SwitchableDetector(detector, self.queue.put, t0=t_start, on_audio=self.on_audio)
+        self.run_t0 = max(self.session_time(), self._session_end)
+        self.file_time = file_time
         self.source = source
-        self.runner = LiveRunner(self.detector, source, on_event=lambda e: self.queue.put(Message("event", e.onset_s, e)),
-                                 duration_s=duration_s)
-        self.runner.start()
+        self._wire(detector)
+        self.runner = LiveRunner(detector, source, on_event=self._on_event, duration_s=duration_s,
+                                 on_audio=self._on_audio, on_swap=self._on_swap)
+        try:
+            self.runner.start()
+        except BaseException:
+            self.runner = None
+            raise
         self._watcher = threading.Thread(target=self._watch, args=(self.runner,), name="aed-monitor-watch",
                                          daemon=True)
         self._watcher.start()
 
+    # -- worker thread: stream time in, session time out -----------------------------------------
+    def _wire(self, det) -> None:
+        det.on_window = self._on_window
+        det.on_frames = lambda frames: self._on_frames(det, frames)
+
+    def _on_window(self, t_end: float, scores: np.ndarray) -> None:
+        self.queue.put(Message("scores", self.run_t0 + t_end, np.array(scores, dtype=np.float32), t_end))
+
+    def _on_frames(self, det, frames: np.ndarray) -> None:
+        # called inside the detector's push, after the new frames are counted: time_s is their end
+        t = det.time_s
+        self.queue.put(Message("frames", self.run_t0 + t, np.array(frames, dtype=np.float32), t))
+
+    def _on_audio(self, t_start: float, block: np.ndarray) -> None:
+        peak = float(np.max(np.abs(block)))
+        rms = float(np.sqrt(np.mean(np.square(block, dtype=np.float64))))
+        t = self.run_t0 + t_start
+        if self.on_audio is not None:
+            self.on_audio(t, block)
+        t_end = t_start + block.shape[0] / self.source.rate
+        self.queue.put(Message("level", self.run_t0 + t_end, (_dbfs(rms), _dbfs(peak)), t_end))
+
+    def _on_event(self, e: Event) -> None:
+        off = self.run_t0
+        shifted = replace(e, onset_s=e.onset_s + off, offset_s=None if e.offset_s is None else e.offset_s + off)
+        self.queue.put(Message("event", shifted.onset_s, shifted, e.onset_s))
+
+    def _on_swap(self, old, new) -> None:
+        self.queue.put(Message("swapped", self.run_t0 + new.time_s, new, new.time_s))
+
     def _watch(self, runner) -> None:
         runner.join()
-        self._session_end = runner.detector.time_s
+        self._session_end = self.run_t0 + runner.stream_s
         if runner.error is not None:
             self.queue.put(Message("error", self._session_end, str(runner.error)))
         self.queue.put(Message("finished", self._session_end, runner.summary()))
 
+    # -- GUI thread ---------------------------------------------------------------------------------
     def replace_detector(self, detector) -> None:
-        """Swap in a rebuilt detector (new threshold, window, hop or engine) without stopping the stream."""
-        if self.detector is None or not self.running:
+        """Swap in a rebuilt detector (new threshold, window, hop or engine) without stopping the stream.
+
+        Raises:
+            RuntimeError: nothing is running.
+            ConfigError: the detector takes another rate than the stream's.
+        """
+        if not self.running:
             raise RuntimeError("nothing is running")
-        self.detector.request(detector)
+        self._wire(detector)
+        self.runner.replace_detector(detector)
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop the running session; True when its worker has ended."""
@@ -352,14 +308,13 @@ class MonitorWorker:
     def status(self) -> dict[str, Any]:
         """Counters for the status bar: overruns, dropped samples, input overflows, lost audio (s), stage ms."""
         src = self.source
-        ring = getattr(src, "ring", None)
         det = self.detector
         return {
-            "overruns": getattr(ring, "overruns", 0) if ring is not None else 0,
-            "dropped_samples": getattr(ring, "dropped_samples", 0) if ring is not None else 0,
+            "overruns": getattr(src, "overruns", 0),
+            "dropped_samples": getattr(src, "dropped_samples", 0),
             "input_overflows": getattr(src, "input_overflows", 0),
             "lost_s": float(getattr(src, "lost_s", 0.0)),
             "gaps": self.runner.gaps if self.runner is not None else 0,
             "stage_ms": recent_stage_ms(det.timer) if det is not None else {},
-            "swaps": det.swaps if det is not None else 0,
+            "swaps": self.swaps,
         }
