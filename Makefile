@@ -37,9 +37,9 @@ $(VENV)/.pip-run: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e .
 	touch $@
 
-# Everything the tests use: torch + torchaudio (pinned pair), Qt/pyqtgraph, training and dev tools.
+# Everything the tests use: torch + torchaudio (pinned pair), Qt/pyqtgraph, training, dev tools and the Triton server.
 $(VENV)/.pip-test: pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e ".[torch,gui,train,profile,dev]"
+	$(PY) -m pip install -q -e ".[torch,gui,train,profile,dev,serve]"
 	touch $@
 
 install-run: $(VENV)/.apt-run $(VENV)/.pip-run

@@ -17,7 +17,7 @@ from realtime.errors import AedError
 __all__ = ["main", "build_parser"]
 
 SUBCOMMANDS = ["devices", "models", "detect", "listen", "monitor", "profile", "export", "build_engine", "train",
-               "evaluate", "import_checkpoint"]
+               "evaluate", "import_checkpoint", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +74,7 @@ _MODULE_EXTRAS = {"torch": "torch", "torchaudio": "torch", "safetensors": "torch
                   "onnxscript": "torch", "tensorrt": "tensorrt", "cuda": "tensorrt", "pyqtgraph": "gui",
                   "PySide6": "gui", "rich": "profile", "psutil": "profile", "matplotlib": "train", "tqdm": "train",
                   "pandas": "train", "sed_eval": "train", "psds_eval": "train", "dcase_util": "train",
+                  "tritonclient": "triton", "pytriton": "serve",
                   "onnxruntime": "", "sounddevice": "", "soundfile": "", "soxr": ""}
 
 #: The extras each command needs on top of the base install (pyproject.toml's optional-dependencies). A missing
@@ -81,7 +82,7 @@ _MODULE_EXTRAS = {"torch": "torch", "torchaudio": "torch", "safetensors": "torch
 #: both ``profile`` and ``train`` bring, is answered with the command's own.
 _COMMAND_EXTRAS = {"models": ("torch",), "export": ("torch",), "import-checkpoint": ("torch",),
                    "train": ("torch", "train"), "evaluate": ("torch", "train"), "profile": ("profile",),
-                   "monitor": ("gui",), "build-engine": ("tensorrt",)}
+                   "monitor": ("gui",), "build-engine": ("tensorrt",), "serve": ("serve",)}
 _EXTRA_ALSO = {"profile": {"matplotlib"}}  # modules an extra brings besides those _MODULE_EXTRAS assigns to it
 
 

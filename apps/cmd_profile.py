@@ -103,6 +103,11 @@ def _open_engines(args, kinds: list[str], trigger: str) -> tuple[list, Path | No
                 continue
             from engines import create_engine
 
+            if k == "triton":       # the served model, compared with the local engines on the same audio
+                if not args.server:
+                    raise UserError("--engines triton needs --server URL, e.g. grpc://127.0.0.1:8001/aed_default")
+                specs.append(EngineSpec(k, create_engine(k, args.server), trigger))
+                continue
             specs.append(EngineSpec(k, create_engine(k, path, threads=args.threads), trigger))
         if "loudness" in kinds:
             frontend = specs[0].engine.config.frontend if specs else None

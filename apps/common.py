@@ -27,6 +27,8 @@ def add_model_args(p: argparse.ArgumentParser, engine_list: bool = False) -> Non
     else:
         g.add_argument("--engine", choices=ENGINES, default="auto", help="inference backend (default: auto)")
     g.add_argument("--threads", type=int, default=1, help="CPU threads for the engine (default: 1)")
+    g.add_argument("--server", metavar="URL", help="with the triton engine: the served model's URL, "
+                   "grpc://HOST:8001/MODEL or http://HOST:8000/MODEL (start a server with 'aed serve')")
 
 
 def add_source_args(p: argparse.ArgumentParser, duration_help: str = "stop after S seconds of audio") -> None:
@@ -81,6 +83,15 @@ def open_engine(args: argparse.Namespace):
     """Create the engine named by ``--engine``/``--model`` (the shipped default model if none)."""
     from engines import create_engine, default_model_path
 
+    server = getattr(args, "server", None)
+    if args.engine == "triton":
+        if not server:
+            raise UserError("--engine triton needs --server URL, e.g. --server grpc://127.0.0.1:8001/aed_default")
+        if args.model:
+            raise UserError("--model does not apply with --engine triton: the server's model is used (--server)")
+        return create_engine("triton", server)
+    if server:
+        raise UserError("--server applies only with --engine triton")
     path = args.model or default_model_path()
     # one CPU-thread option for every backend (create_engine maps it; TensorRT ignores it)
     return create_engine(args.engine, path, threads=getattr(args, "threads", None))

@@ -28,7 +28,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ENGINE_KINDS = ("onnxruntime", "torch", "tensorrt", "auto")
+ENGINE_KINDS = ("onnxruntime", "torch", "tensorrt", "triton", "auto")
 
 
 def _has_module(name: str) -> bool:
@@ -93,6 +93,13 @@ def create_engine(kind: str, model_path: str | Path | None = None, **options: An
     """
     if kind not in ENGINE_KINDS:
         raise ConfigError(f"unknown engine {kind!r}; choose one of {', '.join(ENGINE_KINDS)}")
+    if kind == "triton":   # model_path is the server's model URL; the model's config comes from the server
+        if model_path is None:
+            raise ConfigError("the triton engine needs the server's model URL, e.g. "
+                              "grpc://127.0.0.1:8001/aed_default (--server URL; start a server with 'aed serve')")
+        options.pop("threads", None)
+        from engines.triton_engine import TritonEngine
+        return TritonEngine(str(model_path), **options)
     if model_path is None:
         model_path = default_model_path()
     if kind == "auto":

@@ -30,6 +30,8 @@ EXTRAS: dict[str, str] = {
     "safetensors": "pip install 'aed[torch]'",
     "onnx": "pip install 'aed[torch]'",
     "tensorrt": "pip install 'aed[tensorrt]'",
+    "tritonclient": "pip install 'aed[triton]'",
+    "pytriton": "pip install 'aed[serve]'",
     "cuda": "pip install 'aed[tensorrt]'",
 }
 

@@ -286,7 +286,8 @@ class LiveRunner:
         ``lost_s`` is all audio that never reached the detector: ring drops (``dropped_samples``) plus
         spans the device never delivered; ``gaps`` counts the lost spans the detector was told about
         (one per stall), ``stalls`` the pauses of the callback stream, ours or the sound server's. The counters
-        come from the source where it has them (a microphone), else they are 0.
+        come from the source where it has them (a microphone), else they are 0. A remote engine's windows that
+        could not be scored (``lost_windows``: its server was down) count into ``lost_s`` one hop each.
         """
         det = self.detector
         rate = self.source.rate or det.input_rate
@@ -295,6 +296,7 @@ class LiveRunner:
         stages = det.timer.summary()
         compute = sum(v["total_ms"] for v in stages.values()) / 1e3
         src = self.source
+        lost_windows = int(getattr(det.engine, "lost_windows", 0) or 0)
         return {
             "audio_s": round(audio_s, 3),
             "wall_s": round(wall, 3),
@@ -303,7 +305,8 @@ class LiveRunner:
             "overruns": getattr(src, "overruns", 0),
             "dropped_samples": getattr(src, "dropped_samples", 0),
             "input_overflows": getattr(src, "input_overflows", 0),
-            "lost_s": round(float(getattr(src, "lost_s", 0.0)), 3),
+            "lost_s": round(float(getattr(src, "lost_s", 0.0)) + lost_windows * det.hop_s, 3),
+            "lost_windows": lost_windows,
             "gaps": self.gaps,
             "stalls": getattr(src, "stalls", 0),
             "swaps": self.swaps,
