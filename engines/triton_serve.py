@@ -20,6 +20,7 @@ import re
 import socket
 import sysconfig
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -116,12 +117,15 @@ class TritonServer:
         instances: model instances, each with its own engine, running batches concurrently.
         threads: CPU threads per engine instance.
         log_verbose: Triton's verbose-log level (0: quiet).
+        delay_per_window_s: a test and benchmark hook, off (0) by default: every batch sleeps this many seconds per
+            window in it before it is scored, to simulate a slow server (0.15 s per 0.1 s hop is 1.5x slower than
+            real time). The attribute :attr:`delay_per_window_s` may be changed while the server runs.
     """
 
     def __init__(self, model_path: str | Path, *, engine: str = "onnxruntime", model_name: str | None = None,
                  host: str = "127.0.0.1", http_port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002,
                  max_batch: int = 64, max_queue_delay_ms: float = 5.0, instances: int = 1, threads: int = 1,
-                 log_verbose: int = 0) -> None:
+                 log_verbose: int = 0, delay_per_window_s: float = 0.0) -> None:
         if engine not in SERVE_ENGINES:
             raise ConfigError(f"the served engine must be one of {', '.join(SERVE_ENGINES)}, got {engine!r}")
         for name, port in (("http_port", http_port), ("grpc_port", grpc_port), ("metrics_port", metrics_port)):
@@ -130,6 +134,7 @@ class TritonServer:
         check_number("max_queue_delay_ms", max_queue_delay_ms, 0.0, 10_000.0, "ms")
         check_number("instances", instances, 1, 64, "", integer=True)
         check_number("threads", threads, 0, 256, "", integer=True)
+        check_number("delay_per_window_s", delay_per_window_s, 0.0, 60.0, "seconds")
         self.model_path = resolve_model_path(model_path).path
         self.engine_kind = engine
         self.model_name = model_name or model_name_for(self.model_path)
@@ -141,6 +146,7 @@ class TritonServer:
         self.instances = int(instances)
         self.threads = int(threads)
         self.log_verbose = int(log_verbose)
+        self.delay_per_window_s = float(delay_per_window_s)   # test/benchmark hook: a slow server (0: off)
         self._requested_ports = {"http": int(http_port), "grpc": int(grpc_port), "metrics": int(metrics_port)}
         self.ports: dict[str, int] = {}
         self.engines: list[Any] = []
@@ -193,6 +199,8 @@ class TritonServer:
             with self._count_lock:
                 self.batches += 1
                 self.windows += int(x.shape[0])
+            if self.delay_per_window_s > 0:                 # the slow-server hook; off unless asked for
+                time.sleep(self.delay_per_window_s * int(x.shape[0]))
             if frames:
                 clip, frame_scores = engine.infer_frames(x)  # (B, C), (B, T', C)
                 return {"scores": clip, "frame_scores": frame_scores}

@@ -448,3 +448,49 @@ def test_serve_refuses_a_port_in_use_at_once(capsys):
                      "--metrics-port", "0"])
     assert code == 1 and time.monotonic() - t0 < 10
     assert f"grpc port {busy} already in use" in capsys.readouterr().err
+
+
+@pytest.mark.audio
+@pytest.mark.slow
+def test_a_slow_server_backs_up_the_microphone_ring_and_every_drop_is_counted(server, pulse, tmp_path):
+    """Back-pressure for real: a real microphone (the private PulseAudio daemon) with a 1 s ring feeds a LiveRunner
+    on the ``triton`` engine while an ESC-50 clip plays into it; the server takes 0.15 s per 0.1 s window (1.5x
+    slower than real time), so the ring fills and drops. Nothing is lost silently: every dropped sample is in
+    ``lost_s``, the detector is told of the gaps, no window is lost on the wire, and nothing hangs."""
+    import soundfile as sf
+
+    from engines.triton_engine import TritonEngine
+    from realtime.capture import MicrophoneCapture
+    from realtime.detector import Detector, DetectorConfig
+    from realtime.pipeline import LiveRunner
+
+    clip, rate = sf.read(esc50_clips(1)[0], dtype="float32")
+    path = tmp_path / "clip.wav"
+    sf.write(path, np.tile(clip, 2), rate, subtype="FLOAT")                     # 10 s: plays for the whole run
+    block_s = 0.02
+    server.delay_per_window_s = 0.15
+    player = None
+    try:
+        with TritonEngine(server.grpc_url, timeout_s=10) as remote:             # a slow batch is never a failure
+            cap = MicrophoneCapture(samplerate=16000, channels=1, block_s=block_s, ring_s=1.0).start()
+            det = Detector(remote, DetectorConfig.from_model(remote.config).override(input_rate=cap.rate))
+            runner = LiveRunner(det, cap).start()
+            player = pulse.play(path, wait=False)
+            time.sleep(6.0)
+            runner.stop()
+            assert runner.join(timeout=15), "the runner did not stop within 15 s of stop()"
+            s = runner.summary()
+    finally:
+        server.delay_per_window_s = 0.0
+        if player is not None:
+            player.kill()
+            player.wait(timeout=10)
+    assert runner.error is None and s["error"] is None, s["error"]
+    assert s["overruns"] > 0 and s["dropped_samples"] > 0, s
+    dropped_s = s["dropped_samples"] / 16000
+    assert abs(s["lost_s"] - dropped_s) <= block_s + 1e-3, s          # all lost audio is the ring's drops
+    assert s["lost_windows"] == 0 and remote.lost_windows == 0        # slow, not down: nothing lost on the wire
+    assert s["gaps"] > 0 and 0 < runner.gap_s <= s["lost_s"] + 1e-3, (runner.gap_s, s)   # the detector was told
+    assert s["windows"] > 0 and s["windows"] < 10 * 6.0               # it scored, but fewer than real time needs
+    # the stream's timeline is whole: audio fed + lost spans the detector was told of = stream time
+    assert abs(runner.stream_s - (s["audio_s"] + runner.gap_s)) < 1e-6
