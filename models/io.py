@@ -169,23 +169,18 @@ def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu",
     state = _read_safetensors(directory / WEIGHTS_FILE)
     model = create_model(config.name, **{**dict(config.kwargs), **model_overrides})
     if fresh:
+        # a fresh tensor the checkpoint lacks, or holds in another shape, keeps the new model's initial value;
+        # everything else must fit exactly: the load below is strict either way
         ours = model.state_dict()
         is_fresh = lambda k: any(k.startswith(p) for p in fresh)  # noqa: E731
-        state = {k: v for k, v in state.items() if not (is_fresh(k) and (k not in ours or ours[k].shape != v.shape))}
-        missing = [k for k in ours if k not in state and not is_fresh(k)]
-        unexpected = [k for k in state if k not in ours]
-        shaped = [f"{k} {tuple(v.shape)} vs {tuple(ours[k].shape)}" for k, v in state.items()
-                  if k in ours and ours[k].shape != v.shape]
-        if missing or unexpected or shaped:
-            raise ModelFileError(f"weights in {directory} do not fit model {config.name!r}: missing {missing[:5]}, "
-                                 f"unexpected {unexpected[:5]}, other shapes {shaped[:3]} "
-                                 f"(fresh tensors allowed: {list(fresh)})")
-        model.load_state_dict(state, strict=False)
-    else:
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise ModelFileError(f"weights in {directory} do not fit model {config.name!r}: {e}") from e
+        kept = {k: v for k, v in ours.items() if is_fresh(k) and (k not in state or state[k].shape != v.shape)}
+        state = {**{k: v for k, v in state.items() if not (is_fresh(k) and (k in kept or k not in ours))}, **kept}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        allowed = f" (fresh tensors allowed: {list(fresh)})" if fresh else ""
+        why = " ".join(str(e).split())          # torch's message spans lines; ours is one
+        raise ModelFileError(f"weights in {directory} do not fit model {config.name!r}{allowed}: {why}") from e
     if not model_overrides:
         model.labels = list(config.labels)
     return model.to(map_location).eval(), config

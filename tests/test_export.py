@@ -166,5 +166,5 @@ def test_load_with_fresh_tensors_refuses_a_misshaped_kept_one(tmp_path):
     loaded, _ = models.load(tmp_path, fresh=("classifier.5.",), num_classes=5)      # a new head: fresh, allowed
     kept = {k: v for k, v in loaded.state_dict().items() if not k.startswith("classifier.5.")}
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in kept.items())
-    with pytest.raises(ModelFileError, match="other shapes"):
+    with pytest.raises(ModelFileError, match="size mismatch for classifier.5"):
         models.load(tmp_path, fresh=("features.0.",), num_classes=5)                 # the head is not fresh here
