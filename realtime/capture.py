@@ -258,8 +258,6 @@ class MicrophoneCapture:
         t = self._clock()
         if status.input_overflow:
             self.input_overflows += 1
-        if self.clock is None:
-            self.clock = StreamClock(self.samplerate or 16000)
         adc = getattr(time_info, "inputBufferAdcTime", 0.0) if time_info is not None else 0.0
         lost = self.clock.update(t, frames, adc)
         if lost:

@@ -108,9 +108,10 @@ def test_input_overflow_flags_are_counted():
     import sounddevice as sd
 
     cap = MicrophoneCapture(samplerate=16000, channels=1)
+    from realtime.capture import StreamClock
     from realtime.ring import RingBuffer
 
-    cap.ring = RingBuffer(1000, 1)
+    cap.ring, cap.clock = RingBuffer(1000, 1), StreamClock(16000)     # what start() sets up
     block = np.zeros((400, 1), np.float32)
     cap._callback(block, 400, None, sd.CallbackFlags(sd._lib.paInputOverflow))
     cap._callback(block, 400, None, sd.CallbackFlags())
