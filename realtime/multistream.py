@@ -85,6 +85,7 @@ class MultiStreamRunner:
         """
         errors: dict[Hashable, Exception] = {}
         pending: list[tuple[Hashable, PendingWindow]] = []
+        spans: dict[Hashable, slice] = {}           # each stream's windows are one run of ``pending``
         for sid, chunk in chunks.items():
             det = self.detectors.get(sid)
             if det is None:
@@ -95,6 +96,7 @@ class MultiStreamRunner:
             except (TypeError, ValueError) as e:
                 errors[sid] = e
                 continue
+            spans[sid] = slice(len(pending), len(pending) + len(wins))
             pending += [(sid, w) for w in wins]
         scores = np.zeros((0, len(self.engine.labels)), np.float32)
         if pending:
@@ -104,11 +106,10 @@ class MultiStreamRunner:
                 parts.append(self._scorer.infer_batch(batch))   # every detector shares the engine and settings
                 self.infer_calls += 1
             scores = np.concatenate(parts)
-        out: dict[Hashable, list[Event]] = {sid: [] for sid in chunks if sid not in errors}
-        for sid in out:
-            idx = [i for i, (s, _) in enumerate(pending) if s == sid]
-            if idx:
-                out[sid] = self.detectors[sid].accept([pending[i][1] for i in idx], scores[idx])
+        out: dict[Hashable, list[Event]] = {sid: [] for sid in spans}
+        for sid, span in spans.items():
+            if span.stop > span.start:
+                out[sid] = self.detectors[sid].accept([w for _, w in pending[span]], scores[span])
         self.windows_scored += len(pending)
         if errors:
             raise StreamChunkError(errors, out)
