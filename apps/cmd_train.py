@@ -92,7 +92,11 @@ def register(sub) -> None:
                    help="model keyword argument (JSON value), repeatable, e.g. attn=\"standard\"; checked against "
                         "the model's constructor")
     p.add_argument("--init", metavar="DIR", help="start from this checkpoint directory (fine-tuning)")
-    p.add_argument("--peft", choices=["aat", "loaa"], help="freeze the backbone; train adapters and the head")
+    p.add_argument("--peft", choices=["head", "aat", "loaa", "full"],
+                   help="parameter-efficient fine-tuning: freeze the backbone and train the head (head), adapters and "
+                        "the head (aat, loaa), or everything (full). With --init DIR of a detector (such as "
+                        "models/pretrained/aed_default) it retargets it to the classes of --data (a folder per class) "
+                        "and writes a small adapter checkpoint with model.onnx")
     p.add_argument("--data", help="dataset root")
     p.add_argument("--layout", choices=["esc50", "folder", "dcase"], help="dataset layout")
     p.add_argument("--train-folds", type=_ints, metavar="1,2,3", help="ESC-50 folds to train on")
@@ -157,9 +161,53 @@ def config_from_args(args: argparse.Namespace):
     return replace(d, augment=replace(d.augment, **aug), **top)
 
 
+def _is_detector(init: str) -> bool:
+    """Whether ``--init`` is a sigmoid model with a frame head: what retargeting (:mod:`models.training.retarget`)
+    takes."""
+    from models.training.build import read_init_config
+
+    config = read_init_config(init)
+    return config.output_activation == "sigmoid" and not config.base and config.name.startswith(("datar", "mn"))
+
+
+def retarget_config_from_args(args: argparse.Namespace):
+    """The :class:`RetargetConfig` of the parsed options (its defaults where an option was not given)."""
+    from models.training.retarget import RetargetConfig
+
+    given = {"init": args.init, "peft": args.peft, "data": args.data, "layout": args.layout or "folder",
+             "val_data": args.val_data, "out": args.out or "runs/retarget", "epochs": args.epochs,
+             "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "threads": args.threads,
+             "min_window_s": args.min_window, "max_window_s": args.max_window}
+    if args.noise_dir is not None:
+        given["noise_dir"] = args.noise_dir or None
+    if args.cache_dir is not None:
+        given["cache_dir"] = args.cache_dir or "runs/cache"
+    return RetargetConfig(**{k: v for k, v in given.items() if v is not None})
+
+
+def _run_retarget(args: argparse.Namespace) -> int:
+    from models.training.retarget import retarget
+
+    cfg = retarget_config_from_args(args)
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise UserError("--epochs and --batch-size must be at least 1")
+    try:
+        result = retarget(cfg)
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
+    s = result.summary()
+    print(f"trained {s['classes']} classes with --peft {cfg.peft}: {s['trainable']:,} of {s['total']:,} parameters "
+          f"({s['trainable_percent']:.2f} %), {s['cpu_minutes']:.1f} CPU minutes ({s['wall_minutes']:.1f} min wall); "
+          f"wrote {result.out} (model.safetensors {s['checkpoint_bytes'] / 1024:.0f} KiB + model.onnx)")
+    print(json.dumps(s))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from models.training.loop import train
 
+    if args.init and args.peft and _is_detector(args.init):
+        return _run_retarget(args)
     cfg = config_from_args(args)
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise UserError("--epochs and --batch-size must be at least 1")

@@ -11,6 +11,7 @@ and, with ``--checkpoint NAME=DIR``, trained checkpoints (their own ``model.onnx
 Usage:
     python benchmarks/bench_mobilenet.py --rounds 5 --seconds 2 \\
         --checkpoint aed_default=models/pretrained/aed_default
+    python benchmarks/bench_mobilenet.py --models mn04 --variant 'cut12=datar_mn04:{"cut": 12}' --out /tmp/cuts
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", default=DEFAULT_MODELS)
     ap.add_argument("--checkpoint", action="append", default=[], metavar="NAME=DIR")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=MODEL:JSON",
+                    help='a registry model with constructor options, e.g. cut12=datar_mn04:{"cut": 12}')
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--out", default=str(RESULTS / "mobilenet"))
@@ -48,12 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     entries = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in a.models:
+        specs = [(name, name, {}) for name in a.models]
+        for spec in a.variant:
+            name, rest = spec.split("=", 1)
+            model_name, _, opts = rest.partition(":")
+            specs.append((name, model_name, json.loads(opts or "{}")))
+        for name, model_name, opts in specs:
             torch.manual_seed(0)
-            m = create_model(name).eval()
+            m = create_model(model_name, **opts).eval()
             x = torch.randn(1, 100, m.num_mel_bins)
             path = export_onnx(m, Path(tmp) / f"{name}.onnx", example_frames=100)
-            entries.append({"model": name, "source": "registry (random init)", "classes": m.num_classes,
+            source = "registry (random init)" + (f", {model_name} {json.dumps(opts)}" if opts else "")
+            entries.append({"model": name, "source": source, "classes": m.num_classes,
                             "params": sum(p.numel() for p in m.parameters()), "macs": count_macs(m, x),
                             "onnx": path, "onnx_mb": path.stat().st_size / 1e6, "x": x.numpy()})
         for spec in a.checkpoint:

@@ -189,6 +189,9 @@ class AST(AEDModel):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
+    #: the fine-tuning methods of :func:`models.peft.prepare` this family takes
+    peft_methods = ("head", "aat", "loaa", "full")
+
     def get_classifier(self) -> list[nn.Module]:
         """The head modules (trainable in parameter-efficient fine-tuning)."""
         return [m for m in (self.head_norm, self.head, self.frame_head_norm, self.frame_head) if m is not None]

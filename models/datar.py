@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from models.base import AEDModel
+from models.layers.adapters import ADAPTER_KINDS, BottleneckAdapter, MapAdapter
 from models.layers.attention import build_attention
 from models.layers.deformable import DeformableAttention2d, LayerNorm2d, default_offset_kernel
 from models.layers.mlp import DropPath, Mlp
@@ -53,15 +54,20 @@ class InputAdaptor(nn.Module):
     Args:
         hidden: channels of the inner convolution.
         init_scale: starting value of λ.
+        act: the inner activation, ``"gelu"`` or ``"relu"`` (ONNX Runtime fuses a ReLU into the convolution; on a
+            full-resolution spectrogram GELU costs more than both convolutions).
 
     Example:
         >>> InputAdaptor()(torch.zeros(1, 1, 64, 100)).shape
         torch.Size([1, 1, 64, 100])
     """
 
-    def __init__(self, hidden: int = 8, init_scale: float = 0.01) -> None:
+    def __init__(self, hidden: int = 8, init_scale: float = 0.01, act: str = "gelu") -> None:
         super().__init__()
-        self.conv = nn.Sequential(nn.Conv2d(1, hidden, 3, padding=1), nn.GELU(), nn.Conv2d(hidden, 1, 3, padding=1))
+        acts = {"gelu": nn.GELU, "relu": nn.ReLU}
+        if act not in acts:
+            raise ValueError(f"input adaptor activation must be one of {sorted(acts)}, got {act!r}")
+        self.conv = nn.Sequential(nn.Conv2d(1, hidden, 3, padding=1), acts[act](), nn.Conv2d(hidden, 1, 3, padding=1))
         self.scale = nn.Parameter(torch.tensor(float(init_scale)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,6 +93,14 @@ class DATARBlock(nn.Module):
         drop_path: stochastic depth of both residual branches.
         fused_attn: fused SDPA kernel (export uses the plain path).
         rpb_hidden: hidden width of the continuous position bias MLP.
+        adapter: ``None``, ``'aat'`` or ``'loaa'`` (zero-initialised, so a fresh adapter changes nothing).
+            ``'aat'``: a spatial adapter with an inner skip after the attention (``y + S(y)``) and a bottleneck
+            adapter in parallel with the MLP; ``'loaa'``: a ``1 x 3`` (time) or ``3 x 1`` (frequency) convolution
+            adapter in parallel with the MLP.
+        adapter_ratio: bottleneck width over ``dim``.
+        adapter_scale: scale of the adapter in parallel with the MLP.
+        loaa_axis: ``'time'`` or ``'freq'`` for ``adapter='loaa'``.
+        spatial_adapter: with ``adapter='aat'``, include the spatial adapter (off for its ablation).
 
     Example:
         >>> DATARBlock(32, 2, kv_stride=2)(torch.zeros(1, 32, 8, 13)).shape
@@ -96,8 +110,11 @@ class DATARBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, attn: str = "deformable", diff: bool = False, depth: int = 0,
                  kv_stride: int = 1, num_groups: int = 1, offset_range: float = 2.0, offset_kernel: int | None = None,
                  mlp_ratio: float = 4.0, drop_path: float = 0.0, fused_attn: bool = False,
-                 rpb_hidden: int = 16) -> None:
+                 rpb_hidden: int = 16, adapter: str | None = None, adapter_ratio: float = 0.25,
+                 adapter_scale: float = 0.5, loaa_axis: str = "time", spatial_adapter: bool = True) -> None:
         super().__init__()
+        if adapter not in ADAPTER_KINDS:
+            raise ValueError(f"unknown adapter {adapter!r}; accepted: {', '.join(map(repr, ADAPTER_KINDS))}")
         if attn not in ATTN_KINDS:
             raise ValueError(f"unknown attention {attn!r}; accepted: {', '.join(ATTN_KINDS)}")
         self.attn_kind = attn
@@ -112,6 +129,15 @@ class DATARBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.adapter, self.adapter_scale = adapter, adapter_scale
+        self.spatial_adapter: nn.Module | None = None
+        self.mlp_adapter: nn.Module | None = None
+        if adapter == "aat":
+            if spatial_adapter:
+                self.spatial_adapter = MapAdapter(dim, kind="mlp", ratio=adapter_ratio)
+            self.mlp_adapter = BottleneckAdapter(dim, adapter_ratio)
+        elif adapter == "loaa":
+            self.mlp_adapter = MapAdapter(dim, kind=loaa_axis, ratio=adapter_ratio)
 
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         """Apply the block to ``x`` ``(B, C, H, W)``.
@@ -128,10 +154,28 @@ class DATARBlock(nn.Module):
         else:
             y = self.attn(y.flatten(2).transpose(1, 2))  # (B, C, H, W) -> (B, H*W, C)
             y = y.transpose(1, 2).reshape_as(x)  # (B, H*W, C) -> (B, C, H, W)
+        if self.spatial_adapter is not None:
+            y = y + self.spatial_adapter(y)
         x = x + self.drop_path(y)
         t = x.permute(0, 2, 3, 1)  # (B, C, H, W) -> (B, H, W, C)
-        t = t + self.drop_path(self.mlp(self.norm2(t)))
+        n = self.norm2(t)
+        h = self.mlp(n)
+        if isinstance(self.mlp_adapter, MapAdapter):
+            h = h + self.adapter_scale * self.mlp_adapter(n.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        elif self.mlp_adapter is not None:
+            h = h + self.adapter_scale * self.mlp_adapter(n)
+        t = t + self.drop_path(h)
         return t.permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
+
+
+def loaa_axes_for(n: int, axes: Sequence[str] | None) -> list[str]:
+    """LoAA axis per block: as given (one per block), or time in the first half and frequency in the second."""
+    if axes is None:
+        return ["time" if i < (n + 1) // 2 else "freq" for i in range(n)]
+    axes = list(axes)
+    if len(axes) != n:
+        raise ValueError(f"loaa_axes must give one axis per block ({n}), got {len(axes)}")
+    return axes
 
 
 class DATARStage(nn.Sequential):
@@ -175,6 +219,10 @@ class DATAR(AEDModel):
         drop_path_rate: stochastic depth, rising linearly over the blocks to this value.
         fused_attn: fused SDPA kernels (the plain path exports to plain ONNX ops).
         rpb_hidden: hidden width of the continuous relative position bias.
+        adapter: ``None``, ``'aat'`` or ``'loaa'`` in every block (see :class:`DATARBlock`); for PEFT.
+        adapter_ratio: adapter bottleneck width over the stage width.
+        loaa_axes: LoAA axis per block (``'time'``/``'freq'``); default: time in the first half, frequency after.
+        spatial_adapter: AAT's spatial adapter after each attention (off for its ablation).
         output_activation: ``'sigmoid'`` (multi-label) or ``'softmax'`` (single-label).
 
     Example:
@@ -192,7 +240,8 @@ class DATAR(AEDModel):
                  offset_kernels: Sequence[int] | None = None, mlp_ratio: float = 4.0, attn: str = "deformable",
                  diff: bool = False, input_adaptor: bool = True, adaptor_hidden: int = 8,
                  drop_path_rate: float = 0.0, fused_attn: bool = False, rpb_hidden: int = 16,
-                 output_activation: str = "sigmoid") -> None:
+                 adapter: str | None = None, adapter_ratio: float = 0.25, loaa_axes: Sequence[str] | None = None,
+                 spatial_adapter: bool = True, output_activation: str = "sigmoid") -> None:
         super().__init__()
         stage_args = {"dims": dims, "depths": depths, "num_heads": num_heads, "num_groups": num_groups,
                       "kv_strides": kv_strides, "offset_range": offset_range}
@@ -224,6 +273,8 @@ class DATAR(AEDModel):
             nn.Conv2d(dims[0] // 2, dims[0], 3, stride=2, padding=1), LayerNorm2d(dims[0]),
         )
         rates = torch.linspace(0.0, drop_path_rate, sum(depths)).tolist()
+        axes = loaa_axes_for(sum(depths), loaa_axes)
+        self.adapter = adapter
         self.downsamples = nn.ModuleList()
         self.stages = nn.ModuleList()
         block_idx = 0
@@ -236,7 +287,8 @@ class DATAR(AEDModel):
                                          kv_stride=kv_strides[i], num_groups=num_groups[i],
                                          offset_range=offset_range[i], offset_kernel=offset_kernels[i],
                                          mlp_ratio=mlp_ratio, drop_path=rates[block_idx], fused_attn=fused_attn,
-                                         rpb_hidden=rpb_hidden))
+                                         rpb_hidden=rpb_hidden, adapter=adapter, adapter_ratio=adapter_ratio,
+                                         loaa_axis=axes[block_idx], spatial_adapter=spatial_adapter))
                 block_idx += 1
             self.stages.append(DATARStage(*blocks))
         self.norm = LayerNorm2d(dims[-1])
@@ -260,6 +312,13 @@ class DATAR(AEDModel):
     def forward_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(clip_logits (B, C), frame_logits (B, T', C))`` with ``T' = ceil(T / 32)``."""
         return self.forward_head(self.forward_features(x))
+
+    #: the fine-tuning methods of :func:`models.peft.prepare` this family takes
+    peft_methods = ("head", "aat", "loaa", "full")
+
+    def get_classifier(self) -> list[nn.Module]:
+        """The heads (what ``--peft head`` trains)."""
+        return [self.head, self.frame_head]
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace both heads with fresh ones for ``num_classes`` classes."""

@@ -28,8 +28,8 @@ from models.registry import create_model
 from realtime.config import DetectionSettings, FrontEndConfig, InputRange, ModelConfig, WindowConfig
 from realtime.errors import ConfigError, ModelFileError
 
-__all__ = ["build_config", "save", "save_with_config", "load", "read_config", "export_onnx", "verify_export",
-           "load_ast_checkpoint", "ONNX_OPSET", "CONFIG_KEY"]
+__all__ = ["build_config", "save", "save_with_config", "save_adapter", "load", "read_config", "export_onnx",
+           "verify_export", "load_ast_checkpoint", "weights_sha256", "ONNX_OPSET", "CONFIG_KEY"]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,66 @@ def save_with_config(model: nn.Module, directory: str | os.PathLike, config: Mod
     return directory
 
 
+def weights_sha256(directory: str | os.PathLike) -> str:
+    """The sha256 of a checkpoint directory's ``model.safetensors`` (what an adapter checkpoint's base is named by)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(Path(directory) / WEIGHTS_FILE, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_adapter(model: nn.Module, directory: str | os.PathLike, config: ModelConfig, base: str | os.PathLike,
+                 names: Sequence[str], method: str) -> Path:
+    """Write a small checkpoint: only the tensors ``names`` (what PEFT trained) and a config naming the base.
+
+    The base is referred to by its path and the sha256 of its ``model.safetensors``; :func:`load` rebuilds the full
+    model from the base's tensors and these, and refuses a base whose weights differ.
+
+    Raises:
+        ModelFileError: the base is itself an adapter checkpoint, or has no weights.
+    """
+    from dataclasses import replace
+
+    from safetensors.torch import save_file
+
+    base = Path(base)
+    base_config = read_config(base)
+    if base_config.base:
+        raise ModelFileError(f"{base} is itself an adapter checkpoint; train from its base model instead")
+    config = replace(ModelConfig.from_dict(config), base={"path": str(base.resolve()), "sha256": weights_sha256(base),
+                                                          "method": method, "tensors": len(names)})
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = model.state_dict()
+    own = {k: state[k].detach().cpu().contiguous() for k in sorted(names)}
+    save_file(own, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "name": config.name, "adapter": method})
+    (directory / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
+    return directory
+
+
+def _find_base(directory: Path, base: Mapping[str, Any]) -> Path:
+    """The base model directory of an adapter checkpoint: the recorded path, or the shipped default, whichever holds
+    weights with the recorded sha256."""
+    want = base["sha256"]
+    candidates = [Path(base["path"])]
+    default = Path(__file__).resolve().parent / "pretrained" / "aed_default"
+    if default not in candidates:
+        candidates.append(default)
+    seen = []
+    for c in candidates:
+        if (c / WEIGHTS_FILE).is_file():
+            got = weights_sha256(c)
+            if got == want:
+                return c
+            seen.append(f"{c} has sha256 {got[:12]}...")
+    found = "; ".join(seen) if seen else f"{base['path']} does not exist"
+    raise ModelFileError(f"{directory} holds adapters for a base model with weights sha256 {want[:12]}... and no "
+                         f"such base was found ({found}); restore that base model at {base['path']}")
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"missing model config {path}")
@@ -167,6 +227,9 @@ def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu",
     if not config.name:
         raise ModelFileError(f"corrupt model config {directory / CONFIG_FILE}: no 'name'")
     state = _read_safetensors(directory / WEIGHTS_FILE)
+    if config.base:                       # an adapter checkpoint: the base's tensors, then the trained ones
+        base_dir = _find_base(directory, config.base)
+        state = {**_read_safetensors(base_dir / WEIGHTS_FILE), **state}
     model = create_model(config.name, **{**dict(config.kwargs), **model_overrides})
     if fresh:
         # a fresh tensor the checkpoint lacks, or holds in another shape, keeps the new model's initial value;

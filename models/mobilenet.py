@@ -189,6 +189,33 @@ def _stem(table: list[BlockSpec], upto: int) -> list[nn.Module]:
     return [_conv_bn(1, table[0].cin, 3, 2, act=nn.Hardswish)] + [InvertedResidual(s) for s in table[:upto]]
 
 
+def _stem_adapters(table: list[BlockSpec], upto: int, count: int, ratio: float) -> nn.ModuleDict:
+    """LoAA adapters in parallel with the last ``count`` residual blocks among the first ``upto``: time along the
+    earlier half, frequency along the later, keyed by the block's index in ``features``."""
+    from models.layers.adapters import MapAdapter
+
+    residual = [i + 1 for i, b in enumerate(table[:upto]) if b.stride == (1, 1) and b.cin == b.cout]
+    chosen = residual[-count:] if count > 0 else []
+    half = (len(chosen) + 1) // 2
+    return nn.ModuleDict({str(i): MapAdapter(table[i - 1].cin, kind="time" if k < half else "freq", ratio=ratio)
+                          for k, i in enumerate(chosen)})
+
+
+def _run_stem(features: nn.Sequential, adapters: nn.ModuleDict, scale: float, x: torch.Tensor) -> torch.Tensor:
+    """``features`` in order, each adapter's output (scaled) added to its block's: ``block(x) + s * adapter(x)``."""
+    if not len(adapters):
+        return features(x)
+    for i, layer in enumerate(features):
+        a = adapters[str(i)] if str(i) in adapters else None
+        x = layer(x) + scale * a(x) if a is not None else layer(x)
+    return x
+
+
+def _check_adapter(family: str, adapter: str | None, accepted: tuple) -> None:
+    if adapter not in accepted:
+        raise ValueError(f"{family} takes adapter {' or '.join(map(repr, accepted))}, got {adapter!r}")
+
+
 class MobileNetAudio(AEDModel):
     """EfficientAT-style MobileNetV3 audio tagger with a clip head and a frame head (sharing the MLP).
 
@@ -202,13 +229,23 @@ class MobileNetAudio(AEDModel):
         head_hidden: hidden width of the MLP head before the width multiplier (1280, MobileNetV3's last channel).
         dropout: dropout inside the MLP head.
         output_activation: ``'sigmoid'`` (multi-label) or ``'softmax'``.
+        adapter: ``None`` or ``'loaa'``: LoAA convolution adapters in parallel with the last ``stem_adapters``
+            residual blocks (for PEFT; a CNN has no attention for AAT's adapters).
+        adapter_ratio: adapter bottleneck width over the block's width.
+        adapter_scale: scale of the adapters' outputs.
+        stem_adapters: how many residual blocks get an adapter.
     """
+
+    #: the fine-tuning methods of :func:`models.peft.prepare` this family takes
+    peft_methods = ("head", "loaa", "full")
 
     def __init__(self, num_classes: int = 527, num_mel_bins: int = 128, width_mult: float = 0.4, t_min: int = 50,
                  t_max: int = 1000, time_strides: Sequence[int] = (2, 2, 2, 2), head_hidden: int = 1280,
-                 dropout: float = 0.2, output_activation: str = "sigmoid") -> None:
+                 dropout: float = 0.2, output_activation: str = "sigmoid", adapter: str | None = None,
+                 adapter_ratio: float = 0.25, adapter_scale: float = 0.5, stem_adapters: int = 4) -> None:
         super().__init__()
         _check_common(num_mel_bins, t_min, t_max, output_activation)
+        _check_adapter("a MobileNet", adapter, (None, "loaa"))
         if not (0.05 <= width_mult <= 4.0):
             raise ValueError(f"width_mult must be in [0.05, 4], got {width_mult}")
         self.num_classes, self.num_mel_bins = num_classes, num_mel_bins
@@ -224,6 +261,8 @@ class MobileNetAudio(AEDModel):
         self.classifier = self._mlp_head(num_classes)
         self.frontend = efficientat_frontend(16000, num_mel_bins)
         _init_weights(self)
+        self.adapter, self.adapter_scale = adapter, adapter_scale   # after the init: adapters start at zero
+        self.stem_adapters = _stem_adapters(table, len(table), stem_adapters if adapter else 0, adapter_ratio)
 
     def _mlp_head(self, num_classes: int) -> nn.Sequential:
         # indices 2 and 5 are the Linear layers, as in EfficientAT's state dicts
@@ -233,7 +272,8 @@ class MobileNetAudio(AEDModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Final feature map ``(B, D, F/32, T')`` of input ``x`` ``(B, T, F)`` (checked)."""
         self.check_input(x)
-        return self.features(x.transpose(1, 2).unsqueeze(1))    # (B, T, F) -> (B, 1, F, T)
+        x = x.transpose(1, 2).unsqueeze(1)                       # (B, T, F) -> (B, 1, F, T)
+        return _run_stem(self.features, self.stem_adapters, self.adapter_scale, x)
 
     def _mlp(self, z: torch.Tensor) -> torch.Tensor:
         for layer in list(self.classifier)[2:]:
@@ -254,6 +294,10 @@ class MobileNetAudio(AEDModel):
     def forward_embedding(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled ``(B, D)`` embedding (384-d for ``mn04``)."""
         return self.forward_features(x).mean(dim=(2, 3))
+
+    def get_classifier(self) -> list[nn.Module]:
+        """The MLP head (what ``--peft head`` trains)."""
+        return [self.classifier]
 
     def reset_classifier(self, num_classes: int) -> None:
         """A fresh last Linear for ``num_classes`` (the hidden layer of the MLP head is kept)."""
@@ -286,6 +330,15 @@ class DATARMN(AEDModel):
         diff: differential attention.
         mlp_ratio: MLP width of the blocks over ``neck_dim``.
         input_adaptor: DATAR's ``x + λ·conv(x)`` (off for the ablation).
+        adaptor_act: the adaptor's inner activation (``"gelu"`` or ``"relu"``, see :class:`models.datar.InputAdaptor`).
+        adapter: ``None``, ``'aat'`` (a spatial adapter after each deformable attention and a bottleneck adapter in
+            parallel with each block's MLP) or ``'loaa'`` (``1 x 3`` / ``3 x 1`` convolution adapters in parallel
+            with the last ``stem_adapters`` residual blocks of the pretrained stem and with each block's MLP); for
+            PEFT, zero-initialised.
+        adapter_ratio: adapter bottleneck width over the width it adapts.
+        adapter_scale: scale of the adapters in parallel with a block.
+        stem_adapters: how many residual stem blocks get a LoAA adapter.
+        spatial_adapter: AAT's spatial adapter (off for its ablation).
         drop_path_rate: stochastic depth over the blocks.
         dropout: dropout before the heads.
         t_min: shortest accepted window in frames.
@@ -296,9 +349,12 @@ class DATARMN(AEDModel):
     def __init__(self, num_classes: int = 50, num_mel_bins: int = 128, width_mult: float = 0.4, cut: int = 12,
                  time_strides: Sequence[int] = (2, 2, 2, 2), neck_dim: int = 96, depth: int = 1, num_heads: int = 4,
                  kv_stride: int = 1, offset_range: float = 2.0, diff: bool = False, mlp_ratio: float = 2.0,
-                 input_adaptor: bool = True, drop_path_rate: float = 0.0, dropout: float = 0.1, t_min: int = 50,
-                 t_max: int = 1000, output_activation: str = "sigmoid") -> None:
+                 input_adaptor: bool = True, adaptor_act: str = "gelu", drop_path_rate: float = 0.0,
+                 dropout: float = 0.1, t_min: int = 50, t_max: int = 1000, output_activation: str = "sigmoid",
+                 adapter: str | None = None, adapter_ratio: float = 0.25, adapter_scale: float = 0.5,
+                 stem_adapters: int = 4, spatial_adapter: bool = True) -> None:
         super().__init__()
+        _check_adapter("DATAR-MN", adapter, (None, "aat", "loaa"))
         from models.datar import DATARBlock, InputAdaptor
         from models.layers.deformable import LayerNorm2d
 
@@ -312,15 +368,20 @@ class DATARMN(AEDModel):
         self.cut, self.width_mult = cut, width_mult
         self.time_strides = tuple(int(s) for s in time_strides)
         table = block_table(width_mult, self.time_strides)
-        self.input_adaptor = InputAdaptor(4) if input_adaptor else nn.Identity()
+        self.input_adaptor = InputAdaptor(4, act=adaptor_act) if input_adaptor else nn.Identity()
         self.features = nn.Sequential(*_stem(table, cut))
+        self.adapter, self.adapter_scale = adapter, adapter_scale
+        self.stem_adapters = _stem_adapters(table, cut, stem_adapters if adapter == "loaa" else 0, adapter_ratio)
         self.neck = nn.Sequential(nn.Conv2d(table[cut - 1].cout, neck_dim, 1), LayerNorm2d(neck_dim), nn.GELU())
         rates = torch.linspace(0.0, drop_path_rate, depth).tolist()
         from models.datar import DATARStage
 
         self.blocks = DATARStage(*[DATARBlock(neck_dim, num_heads, attn="deformable", diff=diff, depth=i,
                                               kv_stride=kv_stride, offset_range=offset_range, mlp_ratio=mlp_ratio,
-                                              drop_path=rates[i], rpb_hidden=16) for i in range(depth)])
+                                              drop_path=rates[i], rpb_hidden=16, adapter=adapter,
+                                              adapter_ratio=adapter_ratio, adapter_scale=adapter_scale,
+                                              loaa_axis="time" if i % 2 == 0 else "freq",
+                                              spatial_adapter=spatial_adapter) for i in range(depth)])
         self.norm = LayerNorm2d(neck_dim)
         self.num_features = neck_dim
         self.head_drop = nn.Dropout(dropout)
@@ -339,7 +400,8 @@ class DATARMN(AEDModel):
         """Feature map ``(B, D, F', T')`` of input ``x`` ``(B, T, F)`` (checked)."""
         self.check_input(x)
         x = self.input_adaptor(x.transpose(1, 2).unsqueeze(1))  # (B, T, F) -> (B, 1, F, T)
-        return self.norm(self.blocks(self.neck(self.features(x))))
+        x = _run_stem(self.features, self.stem_adapters, self.adapter_scale, x)
+        return self.norm(self.blocks(self.neck(x)))
 
     def forward_head(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Clip logits ``(B, C)`` from the mean over frames, frame logits ``(B, T', C)`` per time column."""
@@ -348,6 +410,13 @@ class DATARMN(AEDModel):
 
     def forward_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.forward_head(self.forward_features(x))
+
+    #: the fine-tuning methods of :func:`models.peft.prepare` this family takes
+    peft_methods = ("head", "aat", "loaa", "full")
+
+    def get_classifier(self) -> list[nn.Module]:
+        """The clip and frame heads (what ``--peft head`` trains)."""
+        return [self.head, self.frame_head]
 
     def reset_classifier(self, num_classes: int) -> None:
         """Fresh clip and frame heads for ``num_classes`` classes."""

@@ -9,7 +9,7 @@ from typing import Callable
 import torch.nn as nn
 from realtime.errors import ConfigError
 
-__all__ = ["register_model", "create_model", "list_models", "is_model", "model_parameters"]
+__all__ = ["register_model", "create_model", "list_models", "is_model", "model_parameters", "model_class"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -54,6 +54,18 @@ def create_model(name: str, **kwargs) -> nn.Module:
     model.model_name = name
     model.model_kwargs = dict(kwargs)
     return model
+
+
+def model_class(name: str) -> type | None:
+    """The class a registered variant builds (its return annotation), or None where the factory does not say."""
+    _ensure_families_loaded()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
+    try:
+        target = typing.get_type_hints(_REGISTRY[name]).get("return")
+    except (NameError, TypeError):
+        return None
+    return target if inspect.isclass(target) else None
 
 
 def model_parameters(name: str) -> list[str] | None:

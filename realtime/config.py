@@ -309,6 +309,8 @@ class ModelConfig:
         kwargs: the architecture's constructor arguments.
         output_activation: ``sigmoid`` (multi-label) or ``softmax``.
         training: provenance and metrics, free-form, stored as given.
+        base: empty for a complete checkpoint; for an adapter checkpoint (``aed train --peft``), the base model it
+            was trained on: ``{"path": ..., "sha256": ... of its model.safetensors, "method": ...}``.
     """
 
     labels: tuple[str, ...]
@@ -320,6 +322,7 @@ class ModelConfig:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     output_activation: str = "sigmoid"
     training: Mapping[str, Any] = field(default_factory=dict)
+    base: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
@@ -335,6 +338,8 @@ class ModelConfig:
         _check(not unknown, f"per-class thresholds for labels the model does not have: {unknown}")
         _check(self.output_activation in OUTPUT_ACTIVATIONS,
                f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {self.output_activation!r}")
+        _check(not self.base or (isinstance(self.base.get("sha256"), str) and isinstance(self.base.get("path"), str)),
+               f"base must name the base model's path and sha256, got {dict(self.base)!r}")
         for part, cls in (("frontend", FrontEndConfig), ("window", WindowConfig), ("input", InputRange),
                           ("detection", DetectionSettings)):
             _check(isinstance(getattr(self, part), cls), f"{part} must be a {cls.__name__}")
@@ -349,7 +354,8 @@ class ModelConfig:
         return {"name": self.name, "kwargs": dict(self.kwargs), "labels": list(self.labels),
                 "frontend": self.frontend.to_dict(), "window": self.window.to_dict(),
                 "output_activation": self.output_activation, "input": self.input.to_dict(),
-                "thresholds": self.detection.to_dict(), "training": dict(self.training)}
+                "thresholds": self.detection.to_dict(), "training": dict(self.training),
+                **({"base": dict(self.base)} if self.base else {})}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], origin: str = "the model config") -> "ModelConfig":
@@ -393,4 +399,4 @@ class ModelConfig:
                    detection=DetectionSettings.from_dict(d.get("thresholds", d.get("detection"))),
                    name=str(d.get("name") or ""), kwargs=dict(d.get("kwargs") or {}),
                    output_activation=d.get("output_activation", "sigmoid"),
-                   training=dict(d.get("training") or {}))
+                   training=dict(d.get("training") or {}), base=dict(d.get("base") or {}))

@@ -7,6 +7,9 @@
 - :class:`LoAAAdapter`: the same bottleneck, with a convolution along one axis of the ``(F', T')``
   token grid inside it (``1 x 3`` along time, ``3 x 1`` along frequency), so that the adapter mixes
   neighbouring patches.
+- :class:`MapAdapter`: the same two adapters for a feature *map* ``(B, C, F', T')`` (a CNN stem's or a
+  deformable stage's): 1x1 convolutions for the bottleneck, and for LoAA a ``1 x 3`` or ``3 x 1`` convolution
+  between them. ``kind="mlp"`` is AAT's bottleneck, ``"time"`` / ``"freq"`` are LoAA's.
 
 Example:
     >>> import torch
@@ -19,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-__all__ = ["BottleneckAdapter", "LoAAAdapter", "ADAPTER_KINDS", "LOAA_AXES"]
+__all__ = ["BottleneckAdapter", "LoAAAdapter", "MapAdapter", "ADAPTER_TYPES", "ADAPTER_KINDS", "LOAA_AXES"]
 
 ADAPTER_KINDS = (None, "aat", "loaa")
 LOAA_AXES = ("time", "freq")
@@ -101,3 +104,56 @@ class LoAAAdapter(nn.Module):
 
     def extra_repr(self) -> str:
         return f"axis={self.axis!r}"
+
+
+class MapAdapter(nn.Module):
+    """A zero-initialised bottleneck adapter on a feature map ``(B, C, F', T')``.
+
+    ``kind="mlp"``: ``1x1 -> GELU -> 1x1`` (AAT's adapter, per position); ``"time"``: ``1x1 -> GELU -> 1x3 -> GELU
+    -> 1x1`` (LoAA along time); ``"freq"``: the same with ``3x1`` (LoAA along frequency). The output convolution
+    starts at zero, so a fresh adapter adds nothing.
+
+    Args:
+        cin: input channels.
+        cout: output channels (default ``cin``; an adapter in parallel with a block that changes the width).
+        kind: ``"mlp"``, ``"time"`` or ``"freq"``.
+        ratio: bottleneck width as a fraction of ``cin`` (at least 4 channels).
+        kernel_size: length of the LoAA convolution.
+
+    Example:
+        >>> MapAdapter(16, kind="freq")(torch.randn(1, 16, 4, 7)).abs().max().item()
+        0.0
+    """
+
+    KINDS = ("mlp", *LOAA_AXES)
+
+    def __init__(self, cin: int, cout: int | None = None, kind: str = "mlp", ratio: float = 0.25,
+                 kernel_size: int = 3) -> None:
+        super().__init__()
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown map adapter kind {kind!r}; accepted: {', '.join(self.KINDS)}")
+        hidden = max(4, _bottleneck_width(cin, ratio))
+        self.kind = kind
+        self.down = nn.Conv2d(cin, hidden, 1)
+        self.act = nn.GELU()
+        self.conv: nn.Module | None = None
+        if kind != "mlp":
+            k, p = ((1, kernel_size), (0, kernel_size // 2)) if kind == "time" else ((kernel_size, 1), (kernel_size // 2, 0))
+            self.conv = nn.Conv2d(hidden, hidden, kernel_size=k, padding=p)
+        self.up = nn.Conv2d(hidden, cout or cin, 1)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Adapter output for a map ``x`` ``(B, C, F', T')``: ``(B, cout, F', T')``."""
+        h = self.act(self.down(x))
+        if self.conv is not None:
+            h = self.act(self.conv(h))
+        return self.up(h)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}"
+
+
+#: every adapter module type (what PEFT trains besides the heads)
+ADAPTER_TYPES = (BottleneckAdapter, LoAAAdapter, MapAdapter)

@@ -78,14 +78,17 @@ def check_model_kwargs(name: str, kwargs: Mapping[str, Any]) -> None:
 def _adapter_prefixes(name: str, kwargs: Mapping[str, Any]) -> list[str]:
     """The names of the adapter modules that ``create_model(name, **kwargs)`` builds, each as ``"<module>."``.
 
-    The model is built on the meta device: no memory, no initialisation, just the names.
+    The model is built on the meta device where it can be (no memory, no initialisation, just the names).
     """
     import models
-    from models.layers.adapters import BottleneckAdapter, LoAAAdapter
+    from models.layers.adapters import ADAPTER_TYPES
 
-    with torch.device("meta"):
+    try:
+        with torch.device("meta"):
+            probe = models.create_model(name, **kwargs)
+    except NotImplementedError:     # a constructor that reads a tensor's values (e.g. drop-path rates): build it
         probe = models.create_model(name, **kwargs)
-    return [f"{n}." for n, m in probe.named_modules() if isinstance(m, (BottleneckAdapter, LoAAAdapter))]
+    return [f"{n}." for n, m in probe.named_modules() if isinstance(m, ADAPTER_TYPES)]
 
 
 def build_model(cfg: TrainConfig, labels: list[str]) -> nn.Module:

@@ -113,25 +113,28 @@ def cosine_schedule(step: int, total: int, warmup: int, min_ratio: float) -> flo
 class EMA:
     """Exponential moving average of a model's floating-point state (with the usual warm-up of the decay)."""
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
+    def __init__(self, model: nn.Module, decay: float, names: list[str] | None = None) -> None:
         self.decay = decay
         self.updates = 0
+        keep = None if names is None else set(names)   # PEFT: only what trains (a frozen tensor stays bit-exact)
         self.shadow = {k: v.detach().clone().float() if v.is_floating_point() else v.detach().clone()
-                       for k, v in model.state_dict().items()}
+                       for k, v in model.state_dict().items() if keep is None or k in keep}
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for k, v in model.state_dict().items():
-            s = self.shadow[k]
+        state = model.state_dict()
+        for k, s in self.shadow.items():
+            v = state[k]
             if v.is_floating_point():
                 s.mul_(d).add_(v.detach().float(), alpha=1.0 - d)
             else:
                 s.copy_(v)
 
     def copy_to(self, model: nn.Module) -> None:
-        model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in self.shadow.items()}, strict=True)
+        state = model.state_dict()
+        model.load_state_dict({**state, **{k: v.to(state[k].dtype) for k, v in self.shadow.items()}}, strict=True)
 
 
 class _Logits(nn.Module):
@@ -337,7 +340,10 @@ def _optimisation(run: _Run) -> None:
     no_decay = [p for p in run.params if p.ndim <= 1]
     run.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    run.ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    from models import peft
+
+    names = peft.trainable_state_names(model) if cfg.peft and cfg.peft != "full" else None
+    run.ema = EMA(model, cfg.ema_decay, names) if cfg.ema_decay > 0 else None
     run.use_amp = cfg.amp and device.type == "cuda"
     run.amp_dtype = torch.bfloat16 if run.use_amp and torch.cuda.is_bf16_supported() else torch.float16
     run.scaler = torch.amp.GradScaler("cuda", enabled=run.use_amp and run.amp_dtype == torch.float16)
@@ -369,8 +375,13 @@ def _optimisation(run: _Run) -> None:
 
 def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     """One epoch of optimiser steps; returns its training metrics."""
+    from models import peft
+
     cfg, model, world, rank, n_train = run.cfg, run.model, run.world, run.rank, run.n_train
-    model.train()
+    if cfg.peft and cfg.peft != "full":
+        peft.train_mode(model)          # frozen BatchNorms keep their statistics
+    else:
+        model.train()
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
     order = torch.randperm(n_train, generator=gen)
     gen_rank = torch.Generator().manual_seed((cfg.seed * 1_000_003 + epoch) * 131 + rank)

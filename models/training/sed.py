@@ -42,7 +42,7 @@ from realtime.errors import ConfigError
 
 from .sed_data import NegativeBank, activity_mask, build_negative_bank, clip_arrays, features, from_power, power
 
-__all__ = ["SedConfig", "SedBatcher", "train_sed", "frame_targets_to", "init_from_efficientat"]
+__all__ = ["SedConfig", "SedBatcher", "train_sed", "frame_targets_to", "init_from_efficientat", "subset_classes"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class SedConfig:
     min_window_s: float = 0.5
     max_window_s: float = 2.5
     min_active: int = 3
+    classes: list[str] | None = None
     distill_from: str | None = None
     distill_weight: float = 0.5
     seed: int = 0
@@ -278,11 +279,29 @@ def _param_groups(model: nn.Module, pretrained: set[str], cfg: SedConfig) -> lis
     return out
 
 
+def subset_classes(ds: Any, classes: Sequence[str] | None) -> Any:
+    """``ds`` restricted to ``classes`` (label names, kept in the dataset's own order), labels renumbered."""
+    from dataclasses import replace
+
+    from .data import ClipDataset
+
+    if classes is None:
+        return ds
+    unknown = sorted(set(classes) - set(ds.labels))
+    if unknown:
+        raise ConfigError(f"classes {unknown} are not in the dataset; accepted: {ds.labels}")
+    keep = [lb for lb in ds.labels if lb in set(classes)]
+    index = {lb: i for i, lb in enumerate(keep)}
+    items = [replace(it, label=index[ds.labels[it.label]]) for it in ds.items
+             if ds.labels[it.label] in index]
+    return ClipDataset(items, keep)
+
+
 def _load_event_clips(cfg: SedConfig, folds: list[int], fe: FrontEndConfig, licenses: list[str] | None
                       ) -> tuple[list[torch.Tensor], list[int], list[str], list[Any]]:
     from .data import load_esc50
 
-    ds = load_esc50(cfg.data, folds=folds, licenses=licenses)
+    ds = subset_classes(load_esc50(cfg.data, folds=folds, licenses=licenses), cfg.classes)
     waves = clip_arrays([it.path for it in ds.items], fe)
     return [features(w, fe) for w in waves], [it.label for it in ds.items], ds.labels, ds.items
 

@@ -169,8 +169,10 @@ class NegativeBank:
 
 
 def build_negative_bank(fe: FrontEndConfig, noise_dir: str | Path | None, split: str, cache_dir: str | Path,
-                        noise_train_fraction: float = 0.7, seed: int = 0, keep_audio: bool = False) -> NegativeBank:
-    """The negatives of one split (``"train"`` or ``"eval"``): recordings, coloured noise, dither, speech, silence."""
+                        noise_train_fraction: float = 0.7, seed: int = 0, keep_audio: bool = False,
+                        speech: bool = True) -> NegativeBank:
+    """The negatives of one split (``"train"`` or ``"eval"``): recordings, coloured noise, dither, speech (unless
+    ``speech`` is False), silence."""
     from .data import read_audio_at
 
     if split not in ("train", "eval"):
@@ -186,7 +188,8 @@ def build_negative_bank(fe: FrontEndConfig, noise_dir: str | Path | None, split:
         bank.add(f"coloured:{kind}", coloured_noise(kind, 20.0, rng), fe, keep_audio)
     bank.add("dither", dither(20.0, rng), fe, keep_audio)
     bank.add("silence", np.zeros(SAMPLE_RATE * 5, np.float32), fe, keep_audio)
-    for x in speech_clips(SPEECH_TRAIN if split == "train" else SPEECH_EVAL, Path(cache_dir) / f"speech-{split}", rng):
+    for x in speech_clips(SPEECH_TRAIN if split == "train" else SPEECH_EVAL, Path(cache_dir) / f"speech-{split}",
+                          rng) if speech else []:
         bank.add("speech", x, fe, keep_audio)
     log.info("negative bank (%s): %s", split, {k: len(v) for k, v in bank.feats.items()})
     return bank
