@@ -298,3 +298,14 @@ def test_loop_peft_keeps_frozen_tensors_bit_for_bit(tmp_path, user_sounds):
     ours = trained.state_dict()
     assert all(torch.equal(ours[k], init[k]) for k in frozen + buffers)
     assert all(torch.equal(raw[k], init[k]) for k in frozen + buffers)
+
+
+def test_readme_synopsis_train_with_peft_runs(tmp_path, user_sounds):
+    """``aed train --model datar_tiny --peft aat`` crashed (DATAR took no adapter); the same line on the tiny DATAR."""
+    r = subprocess.run([sys.executable, "-m", "apps.cli", "train", "--model", "datar_test", "--peft", "aat", "--data",
+                        str(user_sounds), "--layout", "folder", "--epochs", "1", "--steps-per-epoch", "1",
+                        "--batch-size", "2", "--noise-dir", "", "--cache-dir", "", "--no-progress", "-o",
+                        str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    model, config = models.load(tmp_path / "run" / "final")
+    assert config.kwargs["adapter"] == "aat" and any(".spatial_adapter." in k for k in model.state_dict())

@@ -35,7 +35,6 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from realtime.config import seconds_to_frames
 from realtime.errors import AudioError, ConfigError
@@ -215,7 +214,7 @@ def retarget(cfg: RetargetConfig) -> RetargetResult:
 
     from .build import HEAD_PREFIXES, _adapter_prefixes, read_init_config
     from .loop import cosine_schedule
-    from .sed import SedBatcher, SedConfig, frame_targets_to
+    from .sed import SedBatcher, SedConfig, detection_loss, draw_window
     from .sed_data import build_negative_bank
 
     t0, c0 = time.time(), time.process_time()
@@ -281,17 +280,11 @@ def retarget(cfg: RetargetConfig) -> RetargetResult:
     history = []
     for step in range(total):
         peft_mod.train_mode(model)
-        T = seconds_to_frames(cfg.window_s, fe)
-        if rng.random() < cfg.vary_window:
-            T = seconds_to_frames(rng.uniform(cfg.min_window_s, cfg.max_window_s), fe)
-        T = min(max(T, model.t_min), model.t_max)
-        x, yc, yf = batcher.batch(cfg.batch_size, T, rng)
+        x, yc, yf = batcher.batch(cfg.batch_size, draw_window(cfg, fe, model, rng), rng)
         scale = cosine_schedule(step, total, steps, 0.02)
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * scale
-        clip, frames = model.forward_logits(x)
-        loss = F.binary_cross_entropy_with_logits(clip, yc) + F.binary_cross_entropy_with_logits(
-            frames, frame_targets_to(yf, frames.shape[1]))
+        loss, _ = detection_loss(model, x, yc, yf)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {step}")
         opt.zero_grad(set_to_none=True)

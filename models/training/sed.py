@@ -42,7 +42,8 @@ from realtime.errors import ConfigError
 
 from .sed_data import NegativeBank, activity_mask, build_negative_bank, clip_arrays, features, from_power, power
 
-__all__ = ["SedConfig", "SedBatcher", "train_sed", "frame_targets_to", "init_from_efficientat", "subset_classes"]
+__all__ = ["SedConfig", "SedBatcher", "train_sed", "frame_targets_to", "init_from_efficientat", "subset_classes",
+           "draw_window", "detection_loss"]
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +238,25 @@ def _spec_augment(x: torch.Tensor, freq_mask: int, time_mask: int, rng: np.rando
     return x
 
 
+def draw_window(cfg: Any, fe: FrontEndConfig, model: nn.Module, rng: np.random.Generator) -> int:
+    """A training window in frames: ``cfg.window_s``, or with probability ``cfg.vary_window`` one drawn from
+    ``cfg.min_window_s..cfg.max_window_s``, within the model's range."""
+    T = seconds_to_frames(cfg.window_s, fe)
+    if rng.random() < cfg.vary_window:
+        T = seconds_to_frames(rng.uniform(cfg.min_window_s, cfg.max_window_s), fe)
+    return min(max(T, model.t_min), model.t_max)
+
+
+def detection_loss(model: nn.Module, x: torch.Tensor, yc: torch.Tensor, yf: torch.Tensor, frame_weight: float = 1.0
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """BCE of the clip head against ``yc`` plus ``frame_weight`` x BCE of the frame head against ``yf`` (max-pooled
+    to its frames); returns ``(loss, clip logits)``."""
+    clip, frames = model.forward_logits(x)
+    loss = F.binary_cross_entropy_with_logits(clip, yc)
+    loss = loss + frame_weight * F.binary_cross_entropy_with_logits(frames, frame_targets_to(yf, frames.shape[1]))
+    return loss, clip
+
+
 def frame_targets_to(yf: torch.Tensor, frames: int) -> torch.Tensor:
     """Frame targets ``(B, T, C)`` max-pooled to the head's ``frames``: ``(B, frames, C)``."""
     return F.adaptive_max_pool1d(yf.transpose(1, 2), frames).transpose(1, 2)
@@ -355,18 +375,11 @@ def train_sed(cfg: SedConfig) -> Path:
         model.train()
         t0, loss_sum = time.time(), 0.0
         for _ in range(steps):
-            T = seconds_to_frames(cfg.window_s, fe)
-            if rng.random() < cfg.vary_window:
-                T = seconds_to_frames(rng.uniform(cfg.min_window_s, cfg.max_window_s), fe)
-            T = min(max(T, model.t_min), model.t_max)
-            x, yc, yf = batcher.batch(cfg.batch_size, T, rng)
+            x, yc, yf = batcher.batch(cfg.batch_size, draw_window(cfg, fe, model, rng), rng)
             lr_scale = cosine_schedule(step, total, warmup, 0.02)
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * lr_scale
-            clip, frames = model.forward_logits(x)
-            loss = F.binary_cross_entropy_with_logits(clip, yc)
-            loss = loss + cfg.frame_weight * F.binary_cross_entropy_with_logits(
-                frames, frame_targets_to(yf, frames.shape[1]))
+            loss, clip = detection_loss(model, x, yc, yf, cfg.frame_weight)
             if teacher is not None:
                 with torch.no_grad():
                     t_clip, t_frames = teacher.forward_logits(x)
