@@ -265,3 +265,21 @@ def test_psds1_is_computed_and_rewards_a_better_detector():
         values.append(psds1(det, [Trace("s.wav", ends, scores, 8.0)], ref)["psds1"])
     assert values[0] is not None and 0.5 < values[0] <= 1.0
     assert values[1] < values[0]
+
+
+def test_class_subset_and_recipe_settings_from_the_command_line():
+    from models.training.data import ClipDataset, ClipItem
+    from models.training.sed import subset_classes
+    from models.training.sed_run import apply_settings
+    from realtime.errors import ConfigError
+
+    ds = ClipDataset([ClipItem(Path(f"{i}.wav"), i % 3) for i in range(6)], ["a", "b", "c"])
+    sub = subset_classes(ds, ["c", "a"])
+    assert sub.labels == ["a", "c"] and [it.label for it in sub.items] == [0, 1, 0, 1]
+    assert [it.path.name for it in sub.items] == ["0.wav", "2.wav", "3.wav", "5.wav"]
+    with pytest.raises(ConfigError, match="not in the dataset"):
+        subset_classes(ds, ["z"])
+    cfg = apply_settings(SedConfig(), ["mix_prob=0.4", "snr_db=[-3, 24]", "noise_dir=/data/noise"])
+    assert (cfg.mix_prob, list(cfg.snr_db), cfg.noise_dir) == (0.4, [-3, 24], "/data/noise")
+    with pytest.raises(ConfigError, match="expected FIELD=VALUE"):
+        apply_settings(SedConfig(), ["epochz=3"])
