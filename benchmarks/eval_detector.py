@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     waves = clip_arrays([it.path for it in fold4.items], fe)
     res: dict = {"model": str(a.model), "command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"),
                  "machine": f"{platform.processor() or platform.machine()}, ONNX Runtime 1 thread",
-                 "training": eng.config.get("training", {}).get("train_folds")}
+                 "training": dict(eng.config.training).get("train_folds")}
     det = Detector(eng, base_cfg)
     acc = clip_accuracy(det, waves, [it.label for it in fold4.items])
     res["clip_accuracy_fold4"] = acc["accuracy"]
