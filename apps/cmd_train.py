@@ -167,7 +167,10 @@ def _is_detector(init: str) -> bool:
     from models.training.build import read_init_config
 
     config = read_init_config(init)
-    return config.output_activation == "sigmoid" and not config.base and config.name.startswith(("datar", "mn"))
+    if config.base:
+        raise UserError(f"{init} is an adapter checkpoint (trained on {config.base['path']}); start from its base "
+                        f"model: --init {config.base['path']}")
+    return config.output_activation == "sigmoid" and config.name.startswith(("datar", "mn"))
 
 
 def retarget_config_from_args(args: argparse.Namespace):
@@ -206,7 +209,7 @@ def _run_retarget(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     from models.training.loop import train
 
-    if args.init and args.peft and _is_detector(args.init):
+    if args.init and (_is_detector(args.init) and args.peft):
         return _run_retarget(args)
     cfg = config_from_args(args)
     if cfg.epochs < 1 or cfg.batch_size < 1:

@@ -309,3 +309,12 @@ def test_readme_synopsis_train_with_peft_runs(tmp_path, user_sounds):
     assert r.returncode == 0, r.stderr[-2000:]
     model, config = models.load(tmp_path / "run" / "final")
     assert config.kwargs["adapter"] == "aat" and any(".spatial_adapter." in k for k in model.state_dict())
+
+
+def test_cli_refuses_an_adapter_checkpoint_as_init(aat_run, user_sounds, tmp_path):
+    result, _ = aat_run
+    r = subprocess.run([sys.executable, "-m", "apps.cli", "train", "--init", str(result.out), "--peft", "head",
+                        "--data", str(user_sounds), "-o", str(tmp_path / "o")], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    err = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and len(err) == 1 and "is an adapter checkpoint" in err[0], r.stderr
