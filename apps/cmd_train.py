@@ -209,7 +209,11 @@ def _run_retarget(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     from models.training.loop import train
 
-    if args.init and (_is_detector(args.init) and args.peft):
+    try:
+        retargeting = bool(args.init and args.peft and _is_detector(args.init))
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
+    if retargeting:
         return _run_retarget(args)
     cfg = config_from_args(args)
     if cfg.epochs < 1 or cfg.batch_size < 1:
