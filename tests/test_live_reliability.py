@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -216,8 +217,17 @@ def test_ring_overrun_keeps_buffered_audio_before_the_gap(pulse, tmp_path, caplo
     truth = _onsets_from(np.concatenate(cap.tapped), rate)                 # on the producer's timeline
     onsets = np.array([e.onset_s for e in runner.all_events if e.kind == "onset"])
     assert len(truth) >= 7 and len(onsets) >= 5, (truth, onsets)
+    # where the gap ended: after it the detector waits for one full window, so a burst that starts within that
+    # window is stamped at the first window's newest hop, not at its own onset (where the stall ends depends on
+    # the machine's load)
+    lost = next(r for r in caplog.records if "lost" in r.getMessage()).getMessage()
+    gap_end = float(re.search(r"at ([0-9.]+) s", lost).group(1)) + s["lost_s"]
+    win = CFG.window.window_s
     for t in onsets:                                                       # none shifted by the drop
-        assert np.min(np.abs(truth - t)) <= HOP + 0.03, (t, truth)
+        near = truth[np.argmin(np.abs(truth - t))]
+        if gap_end - 0.01 <= near < gap_end + win and t <= gap_end + win:
+            continue
+        assert np.min(np.abs(truth - t)) <= HOP + 0.03, (t, truth, gap_end)
 
 
 CHILD = r"""
@@ -347,7 +357,7 @@ def test_frozen_sound_server_ends_aed_listen_in_bounded_time(pulse, interrupt):
     assert took < 15
     s = json.loads([line for line in out.splitlines() if line.startswith('{"summary"')][-1])["summary"]
     if interrupt:
-        assert p.returncode == 0 and s["error"] is None
+        assert p.returncode == 0 and s["error"] is None, (s, err[-2000:])
     else:
         assert p.returncode == 1 and "sound server" in s["error"] and "no audio from the input device" in s["error"]
         assert err.strip().splitlines()[-1].startswith("aed listen: error:"), err[-2000:]
