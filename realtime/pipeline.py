@@ -217,8 +217,11 @@ class LiveRunner:
                         self._gap(g)
                 t_wait = time.perf_counter()
         except AedError as e:               # a device that vanished, a corrupt file: one line
-            self.error = e
-            log.error("%s", e)
+            if self._stop.is_set():         # asked to stop (Ctrl-C) while a frozen device held the read: a stop
+                log.warning("stopped; the input also failed while stopping: %s", e)
+            else:
+                self.error = e
+                log.error("%s", e)
         except Exception as e:  # reported to the consumer, never swallowed
             self.error = e
             log.exception("detector worker failed")
