@@ -162,15 +162,15 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _is_detector(init: str) -> bool:
-    """Whether ``--init`` is a sigmoid model with a frame head: what retargeting (:mod:`models.training.retarget`)
-    takes."""
+    """Whether ``--init`` is a sigmoid detector, what retargeting (:mod:`models.training.retarget`) takes (it checks
+    the frame head itself)."""
     from models.training.build import read_init_config
 
     config = read_init_config(init)
     if config.base:
         raise UserError(f"{init} is an adapter checkpoint (trained on {config.base['path']}); start from its base "
                         f"model: --init {config.base['path']}")
-    return config.output_activation == "sigmoid" and config.name.startswith(("datar", "mn"))
+    return config.output_activation == "sigmoid"
 
 
 def retarget_config_from_args(args: argparse.Namespace):

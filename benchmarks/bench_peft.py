@@ -211,6 +211,7 @@ def _plot(grid: list[dict], vary: list[dict], path: Path) -> None:
             b.plot(WINDOWS, [np.mean([100 * r["accuracy"][f"{w:g}"] for r in rs]) for w in WINDOWS], "o-",
                    label=f"{g} ({len(rs)} seed{'s' if len(rs) > 1 else ''})")
         b.set_xscale("log")
+        b.minorticks_off()                       # log-axis minor labels would overlap the window lengths
         b.set_xticks(WINDOWS, [f"{w:g}" for w in WINDOWS])
         b.set_xlabel("window when tagging (s)")
         b.set_ylim(50, 100)

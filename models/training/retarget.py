@@ -124,8 +124,22 @@ class RetargetResult:
                 "thresholds": self.thresholds, "warnings": self.warnings}
 
 
-def _clips(cfg: RetargetConfig, fe: Any, warnings: list[str]) -> tuple[list[torch.Tensor], list[int], list[str]]:
-    """Features and labels of the training clips, with the checks the few-example case needs."""
+def _draw_shots(items: Sequence[Any], shots: int, rng: np.random.Generator) -> list[Any]:
+    """``shots`` items of each label (all where a label has fewer), drawn without replacement, in dataset order."""
+    by: dict[int, list] = {}
+    for it in items:
+        by.setdefault(it.label, []).append(it)
+    out = []
+    for label in sorted(by):
+        pool = by[label]
+        out += [pool[i] for i in sorted(rng.choice(len(pool), min(shots, len(pool)), replace=False))]
+    return out
+
+
+def _clips(cfg: RetargetConfig, fe: Any, warnings: list[str]
+           ) -> tuple[list[np.ndarray], list[torch.Tensor], list[int], list[str]]:
+    """Audio, features and labels of the training clips and the label names, with the checks the few-example
+    case needs."""
     from .data import decode_items, load_esc50, load_folder
     from .sed import subset_classes
     from .sed_data import features
@@ -137,13 +151,7 @@ def _clips(cfg: RetargetConfig, fe: Any, warnings: list[str]) -> tuple[list[torc
     elif cfg.layout == "esc50":
         ds = subset_classes(load_esc50(cfg.data, folds=cfg.train_folds, licenses=cfg.licenses), cfg.classes)
         if cfg.shots:
-            rng = np.random.default_rng(cfg.seed)
-            by: dict[int, list] = {}
-            for it in ds.items:
-                by.setdefault(it.label, []).append(it)
-            ds = replace(ds, items=[it for c in sorted(by) for it in
-                                    [by[c][i] for i in sorted(rng.choice(len(by[c]), min(cfg.shots, len(by[c])),
-                                                                         replace=False))]])
+            ds = replace(ds, items=_draw_shots(ds.items, cfg.shots, np.random.default_rng(cfg.seed)))
     else:
         raise ConfigError(f"retargeting reads --layout folder (a folder per class) or esc50, got {cfg.layout!r}")
     if not ds.labels:
@@ -151,7 +159,7 @@ def _clips(cfg: RetargetConfig, fe: Any, warnings: list[str]) -> tuple[list[torc
     waves, kept, report = decode_items(ds.items, fe.sample_rate)
     for p in report.skipped:
         warnings.append(f"skipped unreadable file {p}")
-    feats, labels = [], []
+    audio, feats, labels = [], [], []
     need = fe.frame_length
     short = 0
     window = seconds_to_frames(cfg.window_s, fe)
@@ -162,6 +170,7 @@ def _clips(cfg: RetargetConfig, fe: Any, warnings: list[str]) -> tuple[list[torc
             continue
         f = features(w, fe)
         short += int(f.shape[0] < window)
+        audio.append(w)
         feats.append(f)
         labels.append(it.label)
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(ds.labels))
@@ -183,21 +192,7 @@ def _clips(cfg: RetargetConfig, fe: Any, warnings: list[str]) -> tuple[list[torc
     if short:
         warnings.append(f"{short} clip(s) shorter than the {cfg.window_s:g} s window: each is placed in the window "
                         f"with silence or background around it")
-    return feats, labels, names
-
-
-def _ema_update(shadow: dict[str, torch.Tensor], model: nn.Module, decay: float, updates: int) -> None:
-    d = min(decay, (1 + updates) / (10 + updates))
-    params = dict(model.named_parameters())
-    bufs = dict(model.named_buffers())
-    with torch.no_grad():
-        for k, s in shadow.items():
-            v = params[k] if k in params else bufs[k]
-            if v.is_floating_point():
-                s.mul_(d).add_(v.detach(), alpha=1.0 - d)
-            else:
-                s.copy_(v)
-
+    return audio, feats, labels, names
 
 def retarget(cfg: RetargetConfig) -> RetargetResult:
     """Train new classes on a frozen base detector (see the module docstring); returns what it produced.
@@ -213,7 +208,7 @@ def retarget(cfg: RetargetConfig) -> RetargetResult:
     from models.io import build_config, export_onnx, save_adapter, save_with_config
 
     from .build import HEAD_PREFIXES, _adapter_prefixes, read_init_config
-    from .loop import cosine_schedule
+    from .loop import EMA, cosine_schedule
     from .sed import SedBatcher, SedConfig, detection_loss, draw_window
     from .sed_data import build_negative_bank
 
@@ -232,7 +227,7 @@ def retarget(cfg: RetargetConfig) -> RetargetResult:
                           "detector (such as models/pretrained/aed_default)")
     warnings: list[str] = []
     fe = base_cfg.frontend
-    feats, labels, names = _clips(cfg, fe, warnings)
+    audio, feats, labels, names = _clips(cfg, fe, warnings)
     overlap = sorted(set(names) & set(base_cfg.labels))
     if overlap:
         warnings.append(f"classes {overlap} are also classes of the base model: they get fresh heads like the "
@@ -271,8 +266,7 @@ def retarget(cfg: RetargetConfig) -> RetargetResult:
     opt = torch.optim.AdamW(groups, lr=lr, weight_decay=cfg.weight_decay)
     steps = max(10, int(len(feats) / (cfg.batch_size * (1 - sed.neg_fraction))))
     total = steps * cfg.epochs
-    state = model.state_dict()
-    shadow = {k: state[k].detach().clone() for k in trained}
+    ema = EMA(model, cfg.ema_decay, names=trained)      # only what trains: the frozen tensors stay bit-exact
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({"retarget": cfg.to_dict(), "labels": names}, indent=1))
@@ -291,25 +285,24 @@ def retarget(cfg: RetargetConfig) -> RetargetResult:
         loss.backward()
         nn.utils.clip_grad_norm_(params, 5.0)
         opt.step()
-        _ema_update(shadow, model, cfg.ema_decay, step)
+        ema.update(model)
         history.append(float(loss.detach()))
         if (step + 1) % steps == 0:
             log.info("epoch %d/%d: loss %.4f", (step + 1) // steps, cfg.epochs, float(np.mean(history[-steps:])))
-    model.load_state_dict({**model.state_dict(), **shadow}, strict=True)
+    ema.copy_to(model)
     model.eval()
     train_cpu = time.process_time() - c0
-    config = build_config(model, labels=names, frontend=fe, window=base_cfg.window)
-    config = replace(config, detection=base_cfg.detection.__class__.from_dict(
-        {**base_cfg.detection.to_dict(), "per_class": {}}))
-    thresholds = example_thresholds(model, config, feats if not cfg.val_data else None, labels, negatives, cfg,
+    # the base's detection settings, without its per-class thresholds (they are for its own labels)
+    config = replace(build_config(model, labels=names, frontend=fe, window=base_cfg.window),
+                     detection=replace(base_cfg.detection, thresholds={}))
+    thresholds = example_thresholds(model, config, None if cfg.val_data else (audio, labels), negatives, cfg,
                                     warnings)
-    detection = config.detection.__class__.from_dict({**config.detection.to_dict(), "per_class": thresholds})
     provenance = {"recipe": "models.training.retarget", "retarget_config": cfg.to_dict(), "method": method,
                   "base": str(cfg.init), "base_name": base_cfg.name, "train_clips": len(feats), "steps": total,
                   "trainable": stats["trainable"], "total": stats["total"], "loss_last_epoch":
                   float(np.mean(history[-steps:])), "cpu_minutes_training": train_cpu / 60,
                   "device": "CPU, %d thread(s)" % torch.get_num_threads(), "warnings": warnings}
-    config = replace(config, detection=detection, training=provenance)
+    config = replace(config, detection=replace(config.detection, thresholds=thresholds), training=provenance)
     final = out / "final"
     if method == "full":
         save_with_config(model, final, config)
@@ -325,52 +318,45 @@ def retarget(cfg: RetargetConfig) -> RetargetResult:
     return result
 
 
-def example_thresholds(model: nn.Module, config: Any, feats: Sequence[torch.Tensor] | None, labels: Sequence[int],
+def example_thresholds(model: nn.Module, config: Any, examples: tuple[Sequence[np.ndarray], Sequence[int]] | None,
                        negatives: Any, cfg: RetargetConfig, warnings: list[str]) -> dict[str, float]:
     """Per-class thresholds from the user's clips, where there are enough of them.
 
-    Every clip (the ``val_data`` clips when given, else the training clips) and every negative recording (at most a
-    half-minute of each kind) is streamed through :class:`realtime.Detector` with the model's own detection settings;
-    a class's *positive peak* on a clip of its own is the highest score its tracker followed, its *negative peak*
-    the highest on the negatives and on other classes' clips. A class with at least :data:`MIN_THRESHOLD_CLIPS`
-    clips whose lowest positive peak lies above its highest negative peak gets the midpoint (clamped to
-    0.2-0.9); the others keep the default threshold (``config.detection.threshold``), with a warning. Training
-    clips score higher than new recordings would, so the lowest positive peak is used, not a typical one.
+    ``examples`` is ``(audio, labels)`` of the training clips; None reads ``cfg.val_data`` instead. Every clip and
+    every negative recording (at most a half-minute of each kind) is streamed through :class:`realtime.Detector`
+    with the model's own detection settings; a class's *positive peak* on a clip of its own is the highest score
+    its tracker followed, its *negative peak* the highest on the negatives and on other classes' clips. A class
+    with at least :data:`MIN_THRESHOLD_CLIPS` clips whose lowest positive peak lies above its highest negative
+    peak gets the midpoint (clamped to 0.2-0.9); the others keep the default threshold
+    (``config.detection.threshold``), with a warning. Training clips score higher than new recordings would, so
+    the lowest positive peak is used, not a typical one.
     """
     from engines.torch_engine import TorchEngine
     from realtime import Detector
-    from realtime.detector import DetectorConfig
 
     from .sed_eval import record_trace
 
     engine = TorchEngine(model=model, config=config.to_dict(), device="cpu", num_threads=cfg.threads)
-    det = Detector(engine, DetectorConfig.from_model(config))
+    det = Detector(engine)
     names = list(config.labels)
     C = len(names)
-    if feats is None:
+    if examples is None:
         from .data import decode_items, load_folder
 
         ds = load_folder(cfg.val_data, labels=names)
         waves, kept, _ = decode_items(ds.items, config.frontend.sample_rate)
-        audio, labs = waves, [it.label for it in kept]
-    else:
-        audio, labs = None, list(labels)
-    peaks = []
-    if audio is None:
-        # the training clips' features are already here: score their windows as the detector would stream them
-        for f in feats:
-            peaks.append(_feature_peaks(det, f.numpy()))
-    else:
-        for a in audio:
-            peaks.append(record_trace(det, a, "clip").scores.max(axis=0) if len(a) else np.zeros(C))
-    neg_peak = np.zeros(C)
+        examples = (waves, [it.label for it in kept])
+    audio, labs = examples
+
+    def peak(x: np.ndarray, name: str) -> np.ndarray:
+        scores = record_trace(det, x, name).scores
+        return scores.max(axis=0) if len(scores) else np.zeros(C)
+
+    P = np.stack([peak(a, "clip") for a in audio]) if len(audio) else np.zeros((0, C))
     sr = config.frontend.sample_rate
+    neg_peak = np.zeros(C)
     for kind, clips in getattr(negatives, "audio", {}).items():
-        a = np.concatenate(clips)[:30 * sr]
-        tr = record_trace(det, a, kind)
-        if len(tr.scores):
-            neg_peak = np.maximum(neg_peak, tr.scores.max(axis=0))
-    P = np.stack(peaks) if peaks else np.zeros((0, C))
+        neg_peak = np.maximum(neg_peak, peak(np.concatenate(clips)[:30 * sr], kind))
     labs_arr = np.asarray(labs)
     out: dict[str, float] = {}
     default = float(config.detection.threshold)
@@ -389,18 +375,3 @@ def example_thresholds(model: nn.Module, config: Any, feats: Sequence[torch.Tens
             continue
         out[name] = round(float(np.clip(0.5 * (lo + neg), 0.2, 0.9)), 3)
     return out
-
-
-def _feature_peaks(det: Any, x: np.ndarray) -> np.ndarray:
-    """The highest tracker score per class over the full windows the detector scores on normalised log-mel ``x``."""
-    from realtime.detector import PendingWindow
-    from realtime.windows import clip_window_ends
-
-    ends = clip_window_ends(x.shape[0], det.T, det.hop_frames)
-    wins = []
-    for e in ends:
-        w = x[max(0, e - det.T):e]
-        if w.shape[0] < det.T:
-            w = det._pad(w)
-        wins.append(PendingWindow(e, w.astype(np.float32)))
-    return det.score(wins).max(axis=0)
