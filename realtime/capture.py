@@ -23,7 +23,10 @@ import numpy as np
 from realtime.errors import AedError
 from realtime.ring import RingBuffer
 
-__all__ = ["MicrophoneCapture", "StreamClock", "DeviceError", "list_input_devices", "import_sounddevice"]
+__all__ = ["MicrophoneCapture", "StreamClock", "DeviceError", "list_input_devices", "import_sounddevice",
+           "wait_for_stream_closes"]
+
+CLOSER_THREAD = "aed-close-stream"     # the name of the thread that stops and closes a PortAudio stream
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,19 @@ def _skip_portaudio_terminate() -> None:
     if handler is None:
         return
     atexit.unregister(handler)
+
+
+def wait_for_stream_closes(timeout_s: float) -> int:
+    """Wait up to ``timeout_s`` for streams still closing in the background (a stop or abort that outlived its
+    ``close_timeout_s`` while the sound server was frozen); return how many are still closing.
+
+    PortAudio must not be terminated or re-initialised while one is: Pa_Terminate beside a stream that another
+    thread is aborting can abort the whole process.
+    """
+    deadline = time.monotonic() + max(0.0, timeout_s)
+    for t in [t for t in threading.enumerate() if t.name == CLOSER_THREAD]:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return sum(t.is_alive() for t in threading.enumerate() if t.name == CLOSER_THREAD)
 
 
 class StreamClock:
@@ -390,7 +406,7 @@ class MicrophoneCapture:
                     log.exception("closing the audio stream failed")
 
             # PortAudio may block inside stop/abort while the sound server is frozen: never on our thread
-            closer = threading.Thread(target=close, name="aed-close-stream", daemon=True)
+            closer = threading.Thread(target=close, name=CLOSER_THREAD, daemon=True)
             closer.start()
             closer.join(self.close_timeout_s)
             done = not closer.is_alive()

@@ -57,6 +57,7 @@ class PulseServer:
         return p
 
     def kill(self) -> None:
+        _wait_for_stream_closes()          # a stream closing against this server finishes before it goes
         for p in (self.keepalive, self.proc):
             if p is not None and p.poll() is None:
                 p.kill()
@@ -68,10 +69,21 @@ class PulseServer:
             os.environ.pop(k, None)
 
 
+def _wait_for_stream_closes(timeout_s: float = 20.0) -> None:
+    from realtime.capture import wait_for_stream_closes
+
+    left = wait_for_stream_closes(timeout_s)
+    if left:
+        raise RuntimeError(f"{left} audio stream(s) still closing inside PortAudio after {timeout_s:.0f} s; "
+                           "terminating PortAudio now would abort the process")
+
+
 def _rescan_portaudio() -> None:
-    # PortAudio reads the device list when it initialises; re-initialise after the daemon is up.
+    # PortAudio reads the device list when it initialises; re-initialise after the daemon is up. Never while a
+    # stream is still closing on another thread (a frozen-server test's abort): Pa_Terminate beside it aborts.
     import sounddevice as sd
 
+    _wait_for_stream_closes()
     sd._terminate()
     sd._initialize()
 

@@ -22,6 +22,9 @@ RATE = 48000
 BURSTS_S = (1.0, 2.8, 4.6)        # tone bursts in the test recording (0.3 s each), 1.8 s apart
 BURST_LEN_S = 0.3
 HOP_S = 0.1
+# an onset is stamped on the hop grid from 25 ms analysis frames, the true one is sample-exact: one hop plus one
+# frame apart at most (a burst that starts at a hop's end shows first in a frame that ends in the next hop)
+ONSET_TOL_S = HOP_S + 0.025
 
 
 @pytest.fixture(scope="module")
@@ -138,13 +141,13 @@ def test_live_window_through_the_virtual_microphone(qt_modules, qtbot, pulse, re
     t_early, s_early = r["first_traces"]["burst"]
     assert t[-1] > t_early[-1] + 5.0 and s.shape[0] > s_early.shape[0]
     assert s_early.max() < 0.2 and s.min() < 0.2 and s.max() > 0.95
-    # one event bar per burst, each at the burst's true onset within one hop, painted on screen
+    # one event bar per burst, each at the burst's true onset (ONSET_TOL_S), painted on screen
     true = _true_onsets(r["raw"], r["t_first"])
     assert len(true) == 3, true
     spans = win.plots.bar_spans()
     assert [lab for lab, _, _ in spans] == ["burst"] * 3, spans
     for (_, x0, x1), t0 in zip(spans, true):
-        assert abs(x0 - t0) <= HOP_S + 1e-6, (x0, t0)
+        assert abs(x0 - t0) <= ONSET_TOL_S, (x0, t0)
         assert x1 > x0 + BURST_LEN_S
     assert all(k in win.plots.painted for k in [(rec.label, rec.onset_s) for rec in win.events.records])
     # the list shows the same three events, closed, with durations and peaks
@@ -189,7 +192,7 @@ def test_a_hung_gui_loses_no_audio(qt_modules, qtbot, pulse, recording, cache_ru
     assert 0 <= r["captured"] - r["fed"] < 0.3 * RATE, (r["captured"], r["fed"])
     # and the onsets are still where the bursts were
     for got, true in zip(r["onsets"], _true_onsets(r["raw"], r["t_first"])):
-        assert abs(got - true) <= HOP_S + 1e-6
+        assert abs(got - true) <= ONSET_TOL_S, (got, true)
 
 
 def test_changing_threshold_and_window_keeps_the_events(qt_modules, qtbot, tmp_path):

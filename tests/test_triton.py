@@ -341,21 +341,43 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
         self.info: dict = {}
 
-    def start(self, timeout: float = 90.0) -> "ServerProcess":
+    def start(self, timeout: float = 180.0) -> "ServerProcess":
+        """Start the server and wait (at most ``timeout`` s, however silent the child is) for its ready line."""
+        import queue
+        import tempfile
+        import threading
+
         cmd = [sys.executable, "-m", "apps.cmd_serve", "--model", str(MODEL), "--host", "127.0.0.1",
                "--http-port", str(self.ports["http"]), "--grpc-port", str(self.ports["grpc"]),
                "--metrics-port", str(self.ports["metrics"])]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
                                      start_new_session=True)
-        t0 = time.monotonic()
-        for line in self.proc.stdout:
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._pump, args=(self.proc.stdout, lines), daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:                                   # the child closed its stdout: it has exited
+                break
             if line.startswith("aed serve: ready "):
                 self.info = json.loads(line.split("ready ", 1)[1])
                 return self
-            if time.monotonic() - t0 > timeout:
-                break
         self.kill()
-        raise RuntimeError("aed serve did not print its ready line")
+        self.stderr.seek(0)
+        tail = self.stderr.read()[-3000:]
+        raise RuntimeError(f"aed serve printed no ready line within {timeout:.0f} s (exit {self.proc.returncode}); "
+                           f"its stderr ends:\n{tail}")
+
+    @staticmethod
+    def _pump(out, lines) -> None:
+        """Every stdout line into ``lines``, then None at end of file (a reader the caller can wait on with a timeout)."""
+        for line in out:
+            lines.put(line)
+        lines.put(None)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
