@@ -214,6 +214,38 @@ def test_train_sed_runs_writes_a_checkpoint_and_resumes(tmp_path):
     assert len(lines) == 2 and '"epoch": 2' in lines[1]
 
 
+def test_audioset_retention_trains_an_auxiliary_head_that_is_never_exported(tmp_path):
+    """``retain_audioset``: a 527-way head on the student's pooled features learns the frozen AudioSet network's
+    outputs; its tensors live in the run's training state (resume restores them) and never in the checkpoint."""
+    data, ckpt = ROOT.parent / "shared/data/esc50", ROOT.parent / "shared/models/efficientat/mn04_as_mAP_432.pt"
+    if not (data / "esc50.csv").is_file() or not ckpt.is_file():
+        pytest.skip("ESC-50 or the pretrained checkpoint is not in ../shared")
+    import json
+
+    from models.training.checkpoint import load_state
+    from models.training.sed import AUX_PREFIX, train_sed
+    import models
+
+    def run(name: str, weight: float, epochs: int = 1) -> list[dict]:
+        cfg = SedConfig(model="datar_mn04", pretrained=str(ckpt), data=str(data), train_folds=[1], val_folds=[],
+                        noise_dir=str(ROOT.parent / "shared/data/noise"), out=str(tmp_path / name),
+                        cache_dir=str(tmp_path / "cache"), epochs=epochs, steps_per_epoch=2, batch_size=8,
+                        retain_audioset=weight)
+        final = train_sed(cfg)
+        model, config = models.load(final)                   # strict: the checkpoint is a plain datar_mn04
+        assert len(config.labels) == 50 and config.training["sed_config"]["retain_audioset"] == weight
+        return [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+
+    plain = run("plain", 0.0)
+    kept = run("kept", 1.0)
+    # the same seed draws the same batches: the extra (positive) term is in the loss
+    assert kept[0]["train_loss"] > plain[0]["train_loss"]
+    msd = load_state(tmp_path / "kept" / "last")[0]
+    aux = {k: v for k, v in msd.items() if k.startswith(AUX_PREFIX)}
+    assert aux and aux[AUX_PREFIX + "weight"].shape[0] == 527
+    assert len(run("kept", 1.0, epochs=2)) == 2               # resumes with the auxiliary head restored
+
+
 def test_early_windows_hear_a_sound_at_the_start_of_a_stream():
     audio = _burst(2.0, 0.2, 1.0, amp=0.5)
     audio[:3200] += 1e-4 * np.random.default_rng(0).standard_normal(3200).astype(np.float32)   # a noise floor

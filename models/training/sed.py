@@ -88,6 +88,10 @@ class SedConfig:
     classes: list[str] | None = None
     distill_from: str | None = None
     distill_weight: float = 0.5
+    # weight of a learning-without-forgetting term: an auxiliary 527-way head on the student's pooled features is
+    # trained towards the frozen AudioSet network's (``pretrained``) sigmoid outputs on the same windows (0: off);
+    # the auxiliary head is dropped from the exported model
+    retain_audioset: float = 0.0
     seed: int = 0
     threads: int = 1
     val_every: int = 5
@@ -247,11 +251,12 @@ def draw_window(cfg: Any, fe: FrontEndConfig, model: nn.Module, rng: np.random.G
     return min(max(T, model.t_min), model.t_max)
 
 
-def detection_loss(model: nn.Module, x: torch.Tensor, yc: torch.Tensor, yf: torch.Tensor, frame_weight: float = 1.0
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def detection_loss(model: nn.Module, x: torch.Tensor, yc: torch.Tensor, yf: torch.Tensor, frame_weight: float = 1.0,
+                   feats: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """BCE of the clip head against ``yc`` plus ``frame_weight`` x BCE of the frame head against ``yf`` (max-pooled
-    to its frames); returns ``(loss, clip logits)``."""
-    clip, frames = model.forward_logits(x)
+    to its frames); returns ``(loss, clip logits)``. ``feats``: the model's ``forward_features(x)``, where the caller
+    has it already."""
+    clip, frames = model.forward_logits(x) if feats is None else model.forward_head(feats)
     loss = F.binary_cross_entropy_with_logits(clip, yc)
     loss = loss + frame_weight * F.binary_cross_entropy_with_logits(frames, frame_targets_to(yf, frames.shape[1]))
     return loss, clip
@@ -353,17 +358,24 @@ def train_sed(cfg: SedConfig) -> Path:
     if cfg.distill_from:
         teacher, _ = models.load(cfg.distill_from)
         teacher.eval()
+    audioset, aux = _audioset_retention(cfg, model)
     val_feats, val_labels = [], []
     if cfg.val_folds:
         val_feats, val_labels, _, _ = _load_event_clips(cfg, cfg.val_folds, fe, None)
     steps = cfg.steps_per_epoch or max(1, int(len(feats) / (cfg.batch_size * (1 - cfg.neg_fraction))))
     total = steps * cfg.epochs
     warmup = int(cfg.warmup_epochs * steps)
-    opt = torch.optim.AdamW(_param_groups(model, pretrained, cfg), lr=cfg.lr_new)
+    groups = _param_groups(model, pretrained, cfg)
+    if aux is not None:
+        groups.append({"params": list(aux.parameters()), "base_lr": cfg.lr_new, "weight_decay": cfg.weight_decay,
+                       "name": "audioset_aux"})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr_new)
     ema = EMA(model, cfg.ema_decay)
     start_epoch, step, history = 0, 0, []
     if cfg.resume and (out / "last" / "state.json").is_file():
         msd, esd, otensors, st = load_state(out / "last")
+        if aux is not None:
+            aux.load_state_dict({k[len(AUX_PREFIX):]: msd.pop(k) for k in list(msd) if k.startswith(AUX_PREFIX)})
         model.load_state_dict(msd, strict=True)
         ema.shadow, ema.updates = esd, st.get("ema_updates", 0)
         restore_optimizer(opt, otensors, st["optimizer"])
@@ -373,13 +385,21 @@ def train_sed(cfg: SedConfig) -> Path:
     (out / "config.json").write_text(json.dumps({"sed": cfg.to_dict(), "labels": names}, indent=1))
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
+        if aux is not None:
+            aux.train()
         t0, loss_sum = time.time(), 0.0
         for _ in range(steps):
             x, yc, yf = batcher.batch(cfg.batch_size, draw_window(cfg, fe, model, rng), rng)
             lr_scale = cosine_schedule(step, total, warmup, 0.02)
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * lr_scale
-            loss, clip = detection_loss(model, x, yc, yf, cfg.frame_weight)
+            feats = model.forward_features(x)
+            loss, clip = detection_loss(model, x, yc, yf, cfg.frame_weight, feats=feats)
+            if aux is not None:
+                with torch.no_grad():
+                    target = torch.sigmoid(audioset.forward_logits(x)[0])      # (B, 527)
+                pred = aux(feats.mean(dim=(2, 3)))
+                loss = loss + cfg.retain_audioset * F.binary_cross_entropy_with_logits(pred, target)
             if teacher is not None:
                 with torch.no_grad():
                     t_clip, t_frames = teacher.forward_logits(x)
@@ -388,7 +408,7 @@ def train_sed(cfg: SedConfig) -> Path:
                 raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {step}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 5.0)
             opt.step()
             ema.update(model)
             step += 1
@@ -412,12 +432,33 @@ def train_sed(cfg: SedConfig) -> Path:
         history.append(metrics)
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(metrics) + "\n")
-        save_state(out / "last", model.state_dict(), ema.shadow, opt,
+        extra = {} if aux is None else {AUX_PREFIX + k: v for k, v in aux.state_dict().items()}
+        save_state(out / "last", {**model.state_dict(), **extra}, ema.shadow, opt,
                    {"epoch": epoch + 1, "step": step, "history": history, "ema_updates": ema.updates,
                     "train_config": cfg.to_dict()})
         log.info("epoch %d/%d: %s", epoch + 1, cfg.epochs, {k: round(v, 4) if isinstance(v, float) else v
                                                            for k, v in metrics.items()})
     return out / "final"
+
+
+AUX_PREFIX = "_audioset_aux."     # the auxiliary head's tensors in a run's training state (never exported)
+
+
+def _audioset_retention(cfg: SedConfig, model: nn.Module) -> tuple[nn.Module | None, nn.Module | None]:
+    """The frozen AudioSet network and the student's auxiliary 527-way head, for ``cfg.retain_audioset > 0``."""
+    if cfg.retain_audioset <= 0:
+        return None, None
+    if not cfg.pretrained:
+        raise ConfigError("retain_audioset needs the pretrained AudioSet checkpoint (pretrained=PATH)")
+    from models.efficientat import load_efficientat_checkpoint
+
+    teacher = load_efficientat_checkpoint(cfg.pretrained, name="mn04", t_min=model.t_min, t_max=model.t_max).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    aux = nn.Linear(model.num_features, teacher.num_classes)
+    nn.init.normal_(aux.weight, 0.0, 0.01)
+    nn.init.constant_(aux.bias, -4.0)          # AudioSet's outputs are mostly near 0
+    return teacher, aux
 
 
 @torch.no_grad()
