@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from engines import create_engine  # noqa: E402
 from models.training.data import read_audio, read_dcase_tsv  # noqa: E402
-from models.training.sed_eval import record_trace, replay  # noqa: E402
+from models.training.sed_eval import record_trace, replay, soundscape_metrics  # noqa: E402
 from realtime.detector import Detector, DetectorConfig  # noqa: E402
 
 COLLAR_S = 0.2
@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scapes", default=str(ROOT / "runs/cache/scapes-v4-test-40-12"))
     ap.add_argument("--source", default="max")
     ap.add_argument("--out", help="write the counts here as JSON")
+    ap.add_argument("--sweep", action="store_true", help="also: segment / event F1 and latency over minimum "
+                                                         "durations and thresholds (the test scapes themselves)")
     a = ap.parse_args(argv)
     th = json.loads(Path(a.thresholds).read_text())
     eng = create_engine("onnxruntime", a.model, intra_op_num_threads=1)
@@ -71,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     emitted_kinds: Counter = Counter()
     ref_kinds: Counter = Counter()
     onset_err, miss_peak, late_by, confusions = [], [], [], Counter()
+    traces = []
     for path in sorted((scape / "audio").iterdir()):
         tr = record_trace(det, read_audio(path)[0], path.name)
+        traces.append(tr)
         closed, _ = replay(det, tr)
         em = [(e.event_label, e.onset, e.offset) for e in closed]
         mine = [r for r in refs if r.filename == path.name]
@@ -102,6 +106,15 @@ def main(argv: list[str] | None = None) -> int:
            "off_collar_onset_error_s": [round(x, 2) for x in sorted(late_by)],
            "missed_peak_score": [round(x, 2) for x in sorted(miss_peak)],
            "confusions": dict(confusions.most_common(15))}
+    if a.sweep:
+        res["sweep"] = []
+        for md in (0.0, 0.1, 0.2, 0.3):
+            for t in (th["default"] - 0.1, th["default"], th["default"] + 0.1):
+                m = soundscape_metrics(det.with_config(threshold=round(t, 3), thresholds={}, min_duration_s=md),
+                                       traces, refs)
+                res["sweep"].append({"min_duration_s": md, "threshold": round(t, 3),
+                                     **{k: round(float(m[k]), 3) for k in ("segment_f1", "event_f1_onset",
+                                                                          "latency_median_s", "found_fraction")}})
     print(json.dumps(res, indent=1))
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1))

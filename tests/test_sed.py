@@ -315,3 +315,21 @@ def test_class_subset_and_recipe_settings_from_the_command_line():
     assert (cfg.mix_prob, list(cfg.snr_db), cfg.noise_dir) == (0.4, [-3, 24], "/data/noise")
     with pytest.raises(ConfigError, match="expected FIELD=VALUE"):
         apply_settings(SedConfig(), ["epochz=3"])
+
+
+def test_soundscape_diagnosis_sorts_emitted_events_into_kinds():
+    """``benchmarks/diagnose_scapes.py``: the kinds its report counts, on hand-made events."""
+    import importlib.util
+
+    from models.training.data import StrongLabel
+
+    spec = importlib.util.spec_from_file_location("diagnose_scapes", ROOT / "benchmarks" / "diagnose_scapes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    refs = [StrongLabel("a.wav", 1.0, 3.0, "dog"), StrongLabel("a.wav", 5.0, 6.0, "rain")]
+    emitted = [("dog", 1.1, 2.5),      # onset inside the 200 ms collar
+               ("dog", 1.8, 2.9),      # the right event, 0.8 s late
+               ("dog", 0.5, 1.5),      # the right event, 0.5 s early
+               ("cat", 5.2, 5.6),      # during the rain, another class
+               ("rain", 8.0, 8.5)]     # nothing there
+    assert mod.classify(emitted, refs) == ["hit", "late", "early", "wrong_class", "false"]
