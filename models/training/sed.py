@@ -16,7 +16,9 @@ Targets: frame targets ``(T, C)`` from each clip's activity mask, clip targets `
 (at least ``min_active`` frames). Loss: BCE on the clip head plus ``frame_weight`` x BCE on the frame head (frame
 targets max-pooled to the head's frames). AdamW with separate learning rates for pretrained and new tensors,
 warm-up then cosine decay, an EMA of the weights (what gets validated and saved), a resumable state every
-epoch.
+epoch. Optional extra terms: clip-score distillation from a trained teacher (``distill_from``), and AudioSet
+retention (``retain_audioset``: an auxiliary head learns the frozen pretrained network's 527 outputs, so that
+fine-tuning forgets less; measured in ``benchmarks/results/selection/README.md``, no gain on ESC-50).
 
 Example:
     >>> cfg = SedConfig(model="mn_test", epochs=1)  # doctest: +SKIP
