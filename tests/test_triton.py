@@ -340,9 +340,29 @@ class ServerProcess:
         self.ports = ports
         self.proc: subprocess.Popen | None = None
         self.info: dict = {}
+        self.hung_starts = 0
 
-    def start(self, timeout: float = 180.0) -> "ServerProcess":
-        """Start the server and wait (at most ``timeout`` s, however silent the child is) for its ready line."""
+    def start(self, timeout: float = 90.0, attempts: int = 2) -> "ServerProcess":
+        """Start the server and wait (at most ``timeout`` s, however silent the child is) for its ready line.
+
+        A start that hangs (the child alive, no ready line) is killed and tried again, up to ``attempts`` times in
+        all, and counted in ``hung_starts``: in full fresh-clone runs a restarted PyTriton child has twice stayed
+        inside ``Triton.run()`` for minutes with its server and model already ready (an open problem, not what this
+        test is about: the client's outage handling). A child that exits fails at once.
+        """
+        for attempt in range(attempts):
+            if self._start_once(timeout):
+                return self
+            if self.proc.returncode is not None and self.proc.returncode >= 0:
+                break                                          # it exited by itself: no point in trying again
+            self.hung_starts += 1
+            print(f"aed serve start {attempt + 1} hung for {timeout:.0f} s; killed", file=sys.stderr)
+        self.stderr.seek(0)
+        tail = self.stderr.read()[-3000:]
+        raise RuntimeError(f"aed serve printed no ready line ({self.hung_starts} hung start(s) of {timeout:.0f} s, "
+                           f"exit {self.proc.returncode}); its stderr ends:\n{tail}")
+
+    def _start_once(self, timeout: float) -> bool:
         import queue
         import tempfile
         import threading
@@ -365,12 +385,9 @@ class ServerProcess:
                 break
             if line.startswith("aed serve: ready "):
                 self.info = json.loads(line.split("ready ", 1)[1])
-                return self
+                return True
         self.kill()
-        self.stderr.seek(0)
-        tail = self.stderr.read()[-3000:]
-        raise RuntimeError(f"aed serve printed no ready line within {timeout:.0f} s (exit {self.proc.returncode}); "
-                           f"its stderr ends:\n{tail}")
+        return False
 
     @staticmethod
     def _pump(out, lines) -> None:
