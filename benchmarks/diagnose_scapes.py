@@ -34,11 +34,16 @@ from realtime.detector import Detector, DetectorConfig  # noqa: E402
 COLLAR_S = 0.2
 
 
+def _near(on: float, off: float, ref) -> bool:
+    """Whether an event ``[on, off]`` overlaps reference event ``ref`` widened by the collar on both sides."""
+    return on < ref.offset + COLLAR_S and off > ref.onset - COLLAR_S
+
+
 def classify(emitted, refs):
     """Kinds of emitted events ``(label, onset, offset)`` against the file's reference events."""
     kinds = []
     for lab, on, off in emitted:
-        same = [r for r in refs if r.event_label == lab and on < r.offset + COLLAR_S and off > r.onset - COLLAR_S]
+        same = [r for r in refs if r.event_label == lab and _near(on, off, r)]
         if any(abs(on - r.onset) <= COLLAR_S for r in same):
             kinds.append("hit")
         elif same:
@@ -88,14 +93,13 @@ def main(argv: list[str] | None = None) -> int:
                 confusions[f"{over[0]} -> {lab}"] += 1
         t_end = tr.end_frames * fs
         for r in mine:
-            same = [(lab, on) for lab, on, off in em if lab == r.event_label and on < r.offset + COLLAR_S
-                    and off > r.onset - COLLAR_S]
-            if any(abs(on - r.onset) <= COLLAR_S for _, on in same):
+            same = [on for lab, on, off in em if lab == r.event_label and _near(on, off, r)]
+            if any(abs(on - r.onset) <= COLLAR_S for on in same):
                 ref_kinds["hit"] += 1
-                onset_err.append(min((on - r.onset for _, on in same), key=abs))
+                onset_err.append(min((on - r.onset for on in same), key=abs))
             elif same:
                 ref_kinds["found_off_collar"] += 1
-                late_by.append(min(on - r.onset for _, on in same))
+                late_by.append(min(on - r.onset for on in same))
             else:
                 ref_kinds["missed"] += 1
                 span = (t_end > r.onset) & (t_end - det.window_s < r.offset)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 from unittest import mock
@@ -340,6 +343,7 @@ class ServerProcess:
         self.ports = ports
         self.proc: subprocess.Popen | None = None
         self.info: dict = {}
+        self.stderr = None                             # the current child's stderr (a temporary file)
         self.hung_starts = 0
 
     def start(self, timeout: float = 90.0, attempts: int = 2) -> "ServerProcess":
@@ -363,10 +367,6 @@ class ServerProcess:
                            f"exit {self.proc.returncode}); its stderr ends:\n{tail}")
 
     def _start_once(self, timeout: float) -> bool:
-        import queue
-        import tempfile
-        import threading
-
         cmd = [sys.executable, "-m", "apps.cmd_serve", "--model", str(MODEL), "--host", "127.0.0.1",
                "--http-port", str(self.ports["http"]), "--grpc-port", str(self.ports["grpc"]),
                "--metrics-port", str(self.ports["metrics"])]

@@ -194,6 +194,7 @@ def _clips(cfg: RetargetConfig, fe: Any, warnings: list[str]
                         f"with silence or background around it")
     return audio, feats, labels, names
 
+
 def retarget(cfg: RetargetConfig) -> RetargetResult:
     """Train new classes on a frozen base detector (see the module docstring); returns what it produced.
 
