@@ -7,6 +7,7 @@ import logging
 from apps.errors import UserError
 from engines import ENGINE_KINDS as ENGINES  # the one list of engine kinds
 from realtime.config import ONSET_ANCHORS
+from realtime.onsets import ONSET_REFINES
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +67,16 @@ def add_detector_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     g.add_argument("--onset-anchor", choices=ONSET_ANCHORS,
                    help="time stamp of an onset: the newest hop of the first window over the threshold, or that "
                         "window's centre (default: the model's)")
+    g.add_argument("--onset-refine", choices=ONSET_REFINES,
+                   help="re-stamp an onset at the strongest rise in level before it ('energy'), or keep the "
+                        "tracker's stamp ('none'); when the event is reported does not change (default: the model's)")
 
 
 def detector_overrides(args: argparse.Namespace) -> dict:
     """The user's detector settings from the command line, by field name (None: keep the model's)."""
     out = {"threshold": getattr(args, "threshold", None), "min_duration_s": getattr(args, "min_duration", None),
-           "merge_gap_s": getattr(args, "merge_gap", None), "onset_anchor": getattr(args, "onset_anchor", None)}
+           "merge_gap_s": getattr(args, "merge_gap", None), "onset_anchor": getattr(args, "onset_anchor", None),
+           "onset_refine": getattr(args, "onset_refine", None)}
     for name in ("window", "hop"):
         v = getattr(args, name, None)
         if v is None or isinstance(v, (int, float)):          # a sweep's lists are the profiler's to expand
@@ -110,7 +115,7 @@ def detector_config(args: argparse.Namespace, engine, input_rate: int | None = N
 
 
 _CLI_NAMES = {"window_s": "--window", "hop_s": "--hop", "threshold": "--threshold", "min_duration_s": "--min-duration",
-              "merge_gap_s": "--merge-gap", "onset_anchor": "--onset-anchor"}
+              "merge_gap_s": "--merge-gap", "onset_anchor": "--onset-anchor", "onset_refine": "--onset-refine"}
 
 
 def cli_names(message: str) -> str:

@@ -82,6 +82,16 @@ def _traces(det: Detector, scape_dir: Path):
     return [record_trace(det, read_audio(p)[0], p.name) for p in files], read_dcase_tsv(scape_dir / "labels.tsv")
 
 
+def _refine(text: str, ap: argparse.ArgumentParser) -> tuple[str, float]:
+    """``none`` or ``energy:SECONDS`` as ``(onset_refine, onset_lookback_s)``."""
+    kind, _, lookback = text.partition(":")
+    try:
+        return kind, float(lookback) if lookback else 1.0
+    except ValueError:
+        ap.error(f"--onset-refines: {text!r} is not 'none' or 'energy:SECONDS'")
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="checkpoint directory with model.onnx")
@@ -96,8 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-false-per-hour", type=float, default=60.0,
                     help="tuning constraint: false events per hour on the training-split negatives")
     ap.add_argument("--no-early-windows", action="store_true", help="wait for a full window at a stream's start")
+    ap.add_argument("--onset-refines", nargs="+", default=["none", "energy:0.5", "energy:1.0", "energy:1.5"],
+                    help="onset stamping rules tuned over: none, or energy:LOOKBACK_S (realtime.onsets)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    refines = [_refine(r, ap) for r in a.onset_refines]
     t0 = time.time()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -139,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         test_tr, test_ref = _traces(d, test_dir)
         neg_tr = {k: record_trace(d, x, k) for k, x in neg_eval.items()}
         negt_tr = {k: record_trace(d, x, k) for k, x in neg_train.items()}
-        tuned = tune_thresholds(d, tune_tr, tune_ref, negt_tr, max_false_per_hour=a.max_false_per_hour)
-        post = {"merge_gap_s": tuned["merge_gap_s"], "backdate_onsets": tuned["backdate_onsets"]}
+        tuned = tune_thresholds(d, tune_tr, tune_ref, negt_tr, max_false_per_hour=a.max_false_per_hour,
+                                onset_refines=refines)
+        post = {"merge_gap_s": tuned["merge_gap_s"], "backdate_onsets": tuned["backdate_onsets"],
+                "onset_refine": tuned["onset_refine"], "onset_lookback_s": tuned["onset_lookback_s"]}
         dt = d.with_config(threshold=tuned["default"], thresholds=tuned["per_class"], **post)
         r = {"thresholds": tuned, "test": soundscape_metrics(dt, test_tr, test_ref),
              "test_default_only": soundscape_metrics(d.with_config(threshold=tuned["default"], thresholds={}, **post),

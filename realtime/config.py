@@ -217,6 +217,9 @@ class DetectionSettings:
         onset_source: one of :data:`ONSET_SOURCES`.
         early_windows: score windows from the stream's first hop (the missing past padded).
         backdate_onsets: stamp an onset where the score first reached the release threshold on its way up.
+        onset_refine: one of :data:`realtime.onsets.ONSET_REFINES`: ``"energy"`` re-stamps an opening event's onset at
+            the strongest rise in level within ``onset_lookback_s`` before the tracker's stamp.
+        onset_lookback_s: how far back ``"energy"`` looks, seconds.
     """
 
     threshold: float = 0.5
@@ -228,6 +231,8 @@ class DetectionSettings:
     onset_source: str = "clip"
     early_windows: bool = False
     backdate_onsets: bool = False
+    onset_refine: str = "none"
+    onset_lookback_s: float = 1.0
 
     def __post_init__(self) -> None:
         check_number("threshold", self.threshold, 0.0, 1.0, "")
@@ -242,6 +247,11 @@ class DetectionSettings:
                f"onset_anchor must be one of {ONSET_ANCHORS}, got {self.onset_anchor!r}")
         _check(self.onset_source in ONSET_SOURCES,
                f"onset_source must be one of {ONSET_SOURCES}, got {self.onset_source!r}")
+        from realtime.onsets import ONSET_REFINES
+
+        _check(self.onset_refine in ONSET_REFINES,
+               f"onset_refine must be one of {ONSET_REFINES}, got {self.onset_refine!r}")
+        check_number("onset_lookback_s", self.onset_lookback_s, 0.0, 10.0, "seconds")
         for name in ("early_windows", "backdate_onsets"):
             _check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
 

@@ -20,10 +20,12 @@ import numpy as np
 
 from realtime.config import (
     MAX_BATCH, ONSET_ANCHORS, ONSET_SOURCES, DetectionSettings, FrontEndConfig, ModelConfig, WindowConfig, check_number,
+    seconds_to_frames,
 )
 from realtime.errors import AudioError, ConfigError
 from realtime.events import Event, EventTracker
 from realtime.frontend import StreamingFbank, normalize, silence_frame
+from realtime.onsets import OnsetEnvelope
 from realtime.resample import StreamingResampler, check_rate
 from realtime.stats import StageTimer
 from realtime.validate import check_audio
@@ -61,6 +63,10 @@ class DetectorConfig:
             one hop after it starts). ``clip_scores`` always uses full windows only.
         backdate_onsets: stamp an onset where the score first reached the release threshold on its way up
             (see :class:`realtime.events.EventTracker`); when it is emitted does not change.
+        onset_refine: ``"energy"``: stamp an opening event's onset at the strongest rise in level of the raw frames
+            within ``onset_lookback_s`` before the tracker's stamp (:class:`realtime.onsets.OnsetEnvelope`); when
+            it is emitted does not change. ``"none"``: the tracker's stamp.
+        onset_lookback_s: how far back ``"energy"`` looks, seconds.
     """
 
     frontend: FrontEndConfig = field(default_factory=FrontEndConfig)
@@ -76,6 +82,8 @@ class DetectorConfig:
     onset_source: str = "clip"
     early_windows: bool = False
     backdate_onsets: bool = False
+    onset_refine: str = "none"
+    onset_lookback_s: float = 1.0
 
     def __post_init__(self):
         """Every detector setting is checked here, once, whichever route it came by (model config, CLI, API)."""
@@ -180,7 +188,12 @@ class Detector:
         self.tracker = EventTracker(self.labels, threshold=config.threshold, thresholds=config.thresholds,
                                     release_ratio=config.release_ratio, min_duration_s=config.min_duration_s,
                                     merge_gap_s=config.merge_gap_s, hop_s=self.hop_s,
-                                    backdate_onsets=config.backdate_onsets)
+                                    backdate_onsets=config.backdate_onsets,
+                                    onset_locator=self._locate_onset if config.onset_refine == "energy" else None)
+        # onset strength of the frames: kept back to the look-back before the oldest window not yet scored
+        self.onsets = OnsetEnvelope(keep=None)
+        self._onset_keep = self.T + seconds_to_frames(config.onset_lookback_s, fe) + 2 * self.hop_frames
+        self._newest_frame = 0
         self.reset()
 
     def _check_engine(self, engine: Any, config: DetectorConfig) -> None:
@@ -214,6 +227,8 @@ class Detector:
         self._fbank.reset()
         self._windows.reset()
         self.tracker.reset()
+        self.onsets.reset()
+        self._newest_frame = 0
         self._time_offset_s = 0.0      # seconds skipped by gaps (dropped input) before the current segment
         self.samples_in = 0
         self.windows_scored = 0
@@ -250,6 +265,8 @@ class Detector:
             frames = self._fbank.push(x)
         if self.on_frames is not None and frames.shape[0]:
             self.on_frames(frames)
+        if self.tracker.onset_locator is not None and frames.shape[0]:
+            self.onsets.push(frames)
         with self.timer("windows"):
             wins = self._windows.push(normalize(frames, self.config.frontend)) if frames.shape[0] else []
         return [PendingWindow(end, w) for end, w in wins]
@@ -304,6 +321,7 @@ class Detector:
         events: list[Event] = []
         with self.timer("post"):
             for w, s in zip(windows, scores):
+                self._newest_frame = w.end_frame
                 t_end = self._frame_time(w.end_frame)
                 t_centre = t_end - self.window_s / 2
                 if self._frames_mode:        # the newest frame scores the newest hop
@@ -312,7 +330,16 @@ class Detector:
                     t_on = t_centre if self.config.onset_anchor == "centre" else t_end - self.hop_s
                     t_off = t_centre
                 events += self._track(t_end, s, t_on, t_off)
+            self.onsets.forget_before(self._newest_frame - self._onset_keep)
         return events
+
+    def _locate_onset(self, t_start: float) -> float | None:
+        """The strongest rise in level from ``onset_lookback_s`` before ``t_start`` up to the newest scored frame, as
+        stream time; None where there is none (the tracker's stamp stays)."""
+        fs = self.config.frontend.frame_shift_ms / 1000.0
+        lo = int(np.floor((t_start - self._time_offset_s - self.config.onset_lookback_s) / fs))
+        k = self.onsets.locate(lo, self._newest_frame)
+        return None if k is None else self._time_offset_s + k * fs
 
     def _track(self, t_end: float, s: np.ndarray, t_on: float, t_off: float) -> list[Event]:
         """Feed one window's scores to the tracker and do the per-window bookkeeping."""
@@ -341,6 +368,8 @@ class Detector:
         self._resampler.reset()
         self._fbank.reset()
         self._windows.reset()
+        self.onsets.reset()
+        self._newest_frame = 0
         self._segment_windows = 0
         return events
 
@@ -364,6 +393,7 @@ class Detector:
             with self.timer("inference"):
                 s = self.infer_batch(self._pad(tail)[None], tag=np.array([self._clip_n == 0]))[0]
             t_end = self._frame_time(self._windows.frames_seen)
+            self._newest_frame = self._windows.frames_seen
             with self.timer("post"):
                 events += self._track(t_end, s, self._time_offset_s, t_end)
         with self.timer("post"):

@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from realtime.errors import ConfigError
@@ -71,11 +71,14 @@ class EventTracker:
         backdate_onsets: place an onset where the score first rose to the release threshold in the run of
             updates that reached the opening threshold, not at the update that reached it (the event is still
             emitted at the same moment; only its time stamp moves back).
+        onset_locator: optional ``f(t_start) -> t | None``, called as a run opens with the stamp chosen so far; a
+            number re-stamps the onset there (the detector's :class:`realtime.onsets.OnsetEnvelope`), None keeps it.
     """
 
     def __init__(self, labels: Sequence[str], threshold: float = 0.5, thresholds: Mapping[str, float] | None = None,
                  release_ratio: float = 0.75, min_duration_s: float = 0.0, merge_gap_s: float = 0.0,
-                 hop_s: float = 0.1, backdate_onsets: bool = False):
+                 hop_s: float = 0.1, backdate_onsets: bool = False,
+                 onset_locator: Callable[[float], float | None] | None = None):
         self.labels = list(labels)
         if not self.labels:
             raise ConfigError("EventTracker needs at least one label")
@@ -96,6 +99,7 @@ class EventTracker:
         self.merge_gap_s = float(merge_gap_s)
         self.hop_s = float(hop_s)
         self.backdate_onsets = bool(backdate_onsets)
+        self.onset_locator = onset_locator
         self.reset()
 
     def reset(self) -> None:
@@ -128,6 +132,9 @@ class EventTracker:
                     s.rise_since = None
                 if x >= self.on[i]:
                     start = s.rise_since if self.backdate_onsets and s.rise_since is not None else t_onset
+                    if self.onset_locator is not None:
+                        found = self.onset_locator(start)
+                        start = start if found is None else min(float(found), t_onset)
                     s.active, s.emitted, s.onset, s.peak, s.candidate_since = True, False, start, x, None
                     s.last_above = t_onset
                     s.rise_since = None

@@ -75,6 +75,12 @@ class SedConfig:
     frame_weight: float = 1.0
     neg_fraction: float = 0.35
     onset_fraction: float = 0.4
+    # of the onset crops, the share whose onset lands in the window's last ``late_onset_s`` (what the newest frames
+    # see in the first moments of a sound, which is what an onset's latency depends on)
+    late_onset_share: float = 0.0
+    late_onset_s: float = 0.4
+    # extra weight of the BCE on the frame head's newest frame (the one the runtime's tracker follows)
+    newest_weight: float = 0.0
     own_background: float = 0.3
     mix_prob: float = 0.25
     gain_db: float = 12.0
@@ -158,6 +164,9 @@ class SedBatcher:
         if onset and len(self.onsets[i]):
             a = int(self.onsets[i][int(rng.integers(len(self.onsets[i])))])
             u = int(rng.integers(0, max(1, T - 5)))             # where the onset lands in the window
+            late = seconds_to_frames(self.cfg.late_onset_s, self.fe)
+            if self.cfg.late_onset_share > 0 and rng.random() < self.cfg.late_onset_share and T > late:
+                u = int(rng.integers(T - late, T - 1))
             k = min(T - u, n - a)
             out_p[u:u + k], out_m[u:u + k] = p[a:a + k], m[a:a + k]
             return out_p, out_m
@@ -254,13 +263,16 @@ def draw_window(cfg: Any, fe: FrontEndConfig, model: nn.Module, rng: np.random.G
 
 
 def detection_loss(model: nn.Module, x: torch.Tensor, yc: torch.Tensor, yf: torch.Tensor, frame_weight: float = 1.0,
-                   feats: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   feats: torch.Tensor | None = None, newest_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """BCE of the clip head against ``yc`` plus ``frame_weight`` x BCE of the frame head against ``yf`` (max-pooled
-    to its frames); returns ``(loss, clip logits)``. ``feats``: the model's ``forward_features(x)``, where the caller
-    has it already."""
+    to its frames) plus ``newest_weight`` x BCE of its newest frame alone; returns ``(loss, clip logits)``.
+    ``feats``: the model's ``forward_features(x)``, where the caller has it already."""
     clip, frames = model.forward_logits(x) if feats is None else model.forward_head(feats)
     loss = F.binary_cross_entropy_with_logits(clip, yc)
-    loss = loss + frame_weight * F.binary_cross_entropy_with_logits(frames, frame_targets_to(yf, frames.shape[1]))
+    target = frame_targets_to(yf, frames.shape[1])
+    loss = loss + frame_weight * F.binary_cross_entropy_with_logits(frames, target)
+    if newest_weight > 0:
+        loss = loss + newest_weight * F.binary_cross_entropy_with_logits(frames[:, -1], target[:, -1])
     return loss, clip
 
 
@@ -396,7 +408,8 @@ def train_sed(cfg: SedConfig) -> Path:
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * lr_scale
             feats = model.forward_features(x)
-            loss, clip = detection_loss(model, x, yc, yf, cfg.frame_weight, feats=feats)
+            loss, clip = detection_loss(model, x, yc, yf, cfg.frame_weight, feats=feats,
+                                        newest_weight=cfg.newest_weight)
             if aux is not None:
                 with torch.no_grad():
                     target = torch.sigmoid(audioset.forward_logits(x)[0])      # (B, 527)

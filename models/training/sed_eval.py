@@ -30,39 +30,48 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Trace:
-    """One streamed file: the end frame and tracker scores of every window, and the file's length."""
+    """One streamed file: the end frame and tracker scores of every window, the file's length, and the onset
+    strength of every frame (for ``onset_refine="energy"``)."""
 
     name: str
     end_frames: np.ndarray         # (W,)
     scores: np.ndarray             # (W, C)
     duration_s: float
+    onset_strength: np.ndarray | None = None   # (frames,)
 
 
 def record_trace(detector: Any, audio: np.ndarray, name: str, chunk_s: float = 0.1) -> Trace:
     """Stream ``audio`` through ``detector`` in ``chunk_s`` chunks and keep what its tracker saw."""
     from realtime.detector import PendingWindow
+    from realtime.onsets import OnsetEnvelope
 
     ends: list[int] = []
     scores: list[np.ndarray] = []
     detector.reset()
     step = max(1, int(round(chunk_s * detector.input_rate)))
-    orig = detector.accept
+    orig, orig_frames = detector.accept, detector.on_frames
+    env = OnsetEnvelope(lag=detector.onsets.lag, keep=1 << 30, min_strength=detector.onsets.min_strength)
 
     def spy(windows: list[PendingWindow], s: np.ndarray):
         ends.extend(w.end_frame for w in windows)
         scores.extend(np.asarray(s, np.float32))
         return orig(windows, s)
 
-    detector.accept = spy
+    def frames_spy(frames: np.ndarray) -> None:
+        env.push(frames)
+        if orig_frames is not None:
+            orig_frames(frames)
+
+    detector.accept, detector.on_frames = spy, frames_spy
     try:
         for i in range(0, len(audio), step):
             detector.push(audio[i:i + step])
         detector.flush()
     finally:
-        detector.accept = orig
+        detector.accept, detector.on_frames = orig, orig_frames
     c = len(detector.labels)
     return Trace(name, np.asarray(ends, np.int64), np.stack(scores) if scores else np.zeros((0, c), np.float32),
-                 len(audio) / detector.input_rate)
+                 len(audio) / detector.input_rate, env.values())
 
 
 def replay(detector: Any, trace: Trace) -> tuple[list[StrongLabel], list[tuple[str, float, float]]]:
@@ -70,6 +79,8 @@ def replay(detector: Any, trace: Trace) -> tuple[list[StrongLabel], list[tuple[s
     from realtime.detector import PendingWindow
 
     detector.reset()
+    if trace.onset_strength is not None:
+        detector.onsets.load(trace.onset_strength)
     fs = detector.config.frontend.frame_shift_ms / 1000.0
     closed, emitted = [], []
     for e_frame, s in zip(trace.end_frames, trace.scores):
@@ -247,31 +258,38 @@ def tune_thresholds(detector: Any, traces: Sequence[Trace], reference: Sequence[
                     negatives: Mapping[str, Trace] | None = None,
                     grid: Sequence[float] = tuple(np.round(np.arange(0.2, 0.96, 0.05), 2)),
                     merge_gaps: Sequence[float] = (0.0, 0.3, 0.6, 1.0), max_false_per_hour: float = 30.0,
-                    min_support: int = 3, backdate: Sequence[bool] = (False, True)) -> dict[str, Any]:
-    """A default threshold, a merge gap and per-class thresholds from validation soundscapes.
+                    min_support: int = 3, backdate: Sequence[bool] = (False, True),
+                    onset_refines: Sequence[tuple[str, float]] = (("none", 1.0),)) -> dict[str, Any]:
+    """A default threshold, a merge gap, an onset stamping rule and per-class thresholds from validation soundscapes.
 
-    The default threshold and merge gap maximise the mean of segment F1 and onset event F1, among settings whose
-    false-event rate on ``negatives`` (training-split negatives) stays under ``max_false_per_hour``. A class with
-    at least ``min_support`` reference events gets its own threshold (its best segment F1), halfway between
-    that and the default; the rest keep the default.
+    The default threshold, merge gap, backdating and onset refinement (``(onset_refine, onset_lookback_s)`` pairs)
+    maximise the mean of segment F1 and onset event F1, among settings whose false-event rate on ``negatives``
+    (training-split negatives) stays under ``max_false_per_hour``. A class with at least ``min_support``
+    reference events gets its own threshold (its best segment F1), halfway between that and the default; the rest
+    keep the default.
     """
     best, best_th, best_gap, best_bd, table = -1.0, float(grid[len(grid) // 2]), 0.0, False, []
+    best_refine = tuple(onset_refines[0])
     fph_at: dict[float, float] = {}
-    for bd in backdate:
-        for gap in merge_gaps:
-            for th in grid:
-                det = detector.with_config(threshold=float(th), thresholds={}, merge_gap_s=float(gap),
-                                           backdate_onsets=bool(bd))
-                m = soundscape_metrics(det, traces, reference)
-                if negatives and float(th) not in fph_at:   # onsets emitted do not depend on gap or backdating
-                    fph_at[float(th)] = false_events_per_hour(det, negatives)["per_hour"]
-                fph = fph_at.get(float(th), 0.0)
-                score = 0.5 * (np.nan_to_num(m["segment_f1"]) + np.nan_to_num(m["event_f1_onset"]))
-                table.append({"threshold": float(th), "merge_gap_s": float(gap), "backdate_onsets": bool(bd),
-                              "segment_f1": m["segment_f1"], "event_f1_onset": m["event_f1_onset"],
-                              "false_per_hour": fph})
-                if fph <= max_false_per_hour and score > best:
-                    best, best_th, best_gap, best_bd = score, float(th), float(gap), bool(bd)
+    for refine, lookback in onset_refines:
+        for bd in backdate:
+            for gap in merge_gaps:
+                for th in grid:
+                    det = detector.with_config(threshold=float(th), thresholds={}, merge_gap_s=float(gap),
+                                               backdate_onsets=bool(bd), onset_refine=refine,
+                                               onset_lookback_s=float(lookback))
+                    m = soundscape_metrics(det, traces, reference)
+                    if negatives and float(th) not in fph_at:   # onsets emitted depend on the threshold alone
+                        fph_at[float(th)] = false_events_per_hour(det, negatives)["per_hour"]
+                    fph = fph_at.get(float(th), 0.0)
+                    score = 0.5 * (np.nan_to_num(m["segment_f1"]) + np.nan_to_num(m["event_f1_onset"]))
+                    table.append({"threshold": float(th), "merge_gap_s": float(gap), "backdate_onsets": bool(bd),
+                                  "onset_refine": refine, "onset_lookback_s": float(lookback),
+                                  "segment_f1": m["segment_f1"], "event_f1_onset": m["event_f1_onset"],
+                                  "false_per_hour": fph})
+                    if fph <= max_false_per_hour and score > best:
+                        best, best_th, best_gap, best_bd = score, float(th), float(gap), bool(bd)
+                        best_refine = (refine, float(lookback))
     per_class: dict[str, float] = {}
     labels = list(detector.labels)
     support = {lab: sum(1 for r in reference if r.event_label == lab) for lab in labels}
@@ -283,12 +301,13 @@ def tune_thresholds(detector: Any, traces: Sequence[Trace], reference: Sequence[
         f1s = []
         for th in grid:
             det = detector.with_config(threshold=best_th, thresholds={lab: float(th)}, merge_gap_s=best_gap,
-                                       backdate_onsets=best_bd)
+                                       backdate_onsets=best_bd, onset_refine=best_refine[0],
+                                       onset_lookback_s=best_refine[1])
             ev = [e for tr in traces for e in replay(det, tr)[0] if e.event_label == lab]
             f1s.append(_class_segment_f1(ref, ev, files))
         per_class[lab] = round(0.5 * (float(grid[int(np.argmax(f1s))]) + best_th), 3)
     return {"default": round(best_th, 3), "merge_gap_s": best_gap, "backdate_onsets": best_bd,
-            "per_class": per_class, "grid": table}
+            "onset_refine": best_refine[0], "onset_lookback_s": best_refine[1], "per_class": per_class, "grid": table}
 
 
 def _class_segment_f1(ref: Sequence[StrongLabel], est: Sequence[StrongLabel], files: Sequence[str]) -> float:

@@ -49,7 +49,8 @@ def ship(checkpoint: str | Path, out: str | Path, threshold: float | None = None
          title: str = "Attribution for the aed_default model's training clips", per_class: Mapping[str, float] | None
          = None, onset_source: str | None = None, pretrained_license: str | Path | None = None,
          merge_gap_s: float | None = None, early_windows: bool | None = None,
-         backdate_onsets: bool | None = None) -> Path:
+         backdate_onsets: bool | None = None, onset_refine: str | None = None,
+         onset_lookback_s: float | None = None) -> Path:
     """Write ``out/{model.safetensors,config.json,model.onnx,ATTRIBUTION.md}`` from a training checkpoint.
 
     Args:
@@ -65,6 +66,8 @@ def ship(checkpoint: str | Path, out: str | Path, threshold: float | None = None
         merge_gap_s: the tracker's merge gap (tuned with the thresholds); ``None`` keeps it.
         early_windows: score from a stream's first hop (see :class:`realtime.detector.DetectorConfig`).
         backdate_onsets: stamp onsets where the score began to rise (tuned with the thresholds).
+        onset_refine, onset_lookback_s: stamp onsets at the strongest rise in level before them (tuned with the
+            thresholds; :mod:`realtime.onsets`).
         pretrained_license: the pretrained checkpoint's LICENSE (its MIT notice goes into ``ATTRIBUTION.md``);
             default the LICENSE beside the checkpoint named in the training provenance, where it exists.
     """
@@ -78,6 +81,7 @@ def ship(checkpoint: str | Path, out: str | Path, threshold: float | None = None
     # the changed settings go through the detection settings' own checks (a ConfigError names what is accepted)
     changes = {"threshold": threshold, "onset_anchor": onset_anchor, "onset_source": onset_source,
                "merge_gap_s": merge_gap_s, "early_windows": early_windows, "backdate_onsets": backdate_onsets,
+               "onset_refine": onset_refine, "onset_lookback_s": onset_lookback_s,
                "thresholds": {str(k): float(v) for k, v in per_class.items()} if per_class is not None else None}
     detection = replace(config.detection, **{k: v for k, v in changes.items() if v is not None})
     training = _merge(dict(config.training), extra or {})
@@ -156,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         out = ship(a.checkpoint, a.out, threshold, a.onset_anchor, extra, a.license_txt,
                    per_class=th.get("per_class"), onset_source=a.onset_source,
                    pretrained_license=a.pretrained_license, merge_gap_s=th.get("merge_gap_s"),
-                   early_windows=True if a.early_windows else None, backdate_onsets=th.get("backdate_onsets"))
+                   early_windows=True if a.early_windows else None, backdate_onsets=th.get("backdate_onsets"),
+                   onset_refine=th.get("onset_refine"), onset_lookback_s=th.get("onset_lookback_s"))
     except (ValueError, OSError) as e:  # bad settings, unreadable checkpoint or JSON: one line, not a traceback
         print(f"ship: error: {e}", file=sys.stderr)
         return 2
