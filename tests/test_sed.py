@@ -87,6 +87,37 @@ def test_onset_crops_start_with_background():
     assert seen_onset_inside >= 20
 
 
+def test_late_onset_crops_put_the_onset_in_the_newest_frames():
+    b = _batcher(mix_prob=0.0, late_onset_share=1.0, late_onset_s=0.3)
+    rng = np.random.default_rng(5)
+    firsts = []
+    for _ in range(30):
+        p, m = b._event(0, 100, rng, onset=True)
+        firsts.append(int(torch.nonzero(m).flatten()[0]))
+    assert min(firsts) >= 70 and max(firsts) <= 99              # the last 0.3 s of a 1 s window
+    plain = _batcher(mix_prob=0.0)
+    spread = [int(torch.nonzero(plain._event(0, 100, rng, onset=True)[1]).flatten()[0]) for _ in range(30)]
+    assert min(spread) < 70                                      # without it the onset lands anywhere
+
+
+def test_newest_frame_weight_adds_the_newest_frames_loss():
+    from models.training.sed import detection_loss
+
+    class Fixed(torch.nn.Module):
+        """Clip logit 0; frame logits 0 except the newest frame, which says 'nothing' confidently."""
+
+        def forward_logits(self, x):
+            frames = torch.zeros(x.shape[0], 4, 1)
+            frames[:, -1] = -6.0
+            return torch.zeros(x.shape[0], 1), frames
+
+    x, yc, yf = torch.zeros(2, 100, 8), torch.ones(2, 1), torch.ones(2, 100, 1)
+    base, _ = detection_loss(Fixed(), x, yc, yf)
+    more, _ = detection_loss(Fixed(), x, yc, yf, newest_weight=2.0)
+    newest = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor(-6.0), torch.tensor(1.0))
+    assert float(more - base) == pytest.approx(2.0 * float(newest), rel=1e-5)
+
+
 def test_frame_targets_pool_to_the_head_resolution():
     yf = torch.zeros(1, 100, 1)
     yf[0, 95:, 0] = 1
