@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     eng = create_engine("onnxruntime", a.model, intra_op_num_threads=1)
     cfg = DetectorConfig.from_model(eng.config).override(
         onset_source=a.source, early_windows=False, threshold=th["default"], thresholds=th["per_class"],
-        merge_gap_s=th["merge_gap_s"], backdate_onsets=th["backdate_onsets"])
+        merge_gap_s=th["merge_gap_s"], backdate_onsets=th["backdate_onsets"],
+        onset_refine=th.get("onset_refine", "none"), onset_lookback_s=th.get("onset_lookback_s", 1.0))
     det = Detector(eng, cfg)
     scape = Path(a.scapes)
     refs = read_dcase_tsv(scape / "labels.tsv")

@@ -15,6 +15,11 @@ def _f(v, nd=3):
     return "—" if v is None or v != v else f"{v:.{nd}f}"
 
 
+def _refine(th: dict) -> str:
+    kind = th.get("onset_refine", "none")
+    return kind if kind == "none" else f"{kind} {th.get('onset_lookback_s', 1.0)} s"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dirs", nargs="+")
@@ -29,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
           "speech with voices and sentences not used in training). ONNX Runtime, one thread, 1 s windows, 0.1 s hop, "
           "audio streamed in 100 ms chunks through `realtime.Detector`.\n")
     print("| run | onset source | clip acc. fold 4 | segment F1 (1 s) | onset event F1 (200 ms) | PSDS1 | "
-          "onset latency p50 (s) | events found | false events / h on negatives | threshold, merge gap, backdate |")
+          "onset latency p50 (s) | events found | false events / h on negatives | threshold, merge gap, backdate, onset "
+          "refine |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for name, r in runs:
         for src in ("frames", "max", "clip"):
@@ -40,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{_f(t['event_f1_onset'])} | {_f(t.get('psds1'))} | {_f(t['latency_median_s'], 2)} | "
                   f"{t['events_found']}/{t['reference_events']} ({100 * t['found_fraction']:.0f} %) | "
                   f"{neg['per_hour']:.1f} ({neg['events']} in {neg['seconds'] / 60:.1f} min) | "
-                  f"{th['default']}, {th['merge_gap_s']} s, {th['backdate_onsets']} |")
+                  f"{th['default']}, {th['merge_gap_s']} s, {th['backdate_onsets']}, {_refine(th)} |")
     print("\nFalse events per hour on each kind of negative (the onset source the runs ship with, `max`):\n")
     kinds = sorted({k for _, r in runs if "max" in r for k in r["max"]["negatives"]["per_kind"]})
     print("| run | " + " | ".join(kinds) + " |")

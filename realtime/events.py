@@ -45,7 +45,7 @@ class Event:
 
 
 class _ClassState:
-    __slots__ = ("active", "emitted", "onset", "last_above", "peak", "candidate_since", "rise_since")
+    __slots__ = ("active", "emitted", "onset", "last_above", "peak", "candidate_since", "rise_since", "closed_at")
 
     def __init__(self) -> None:
         self.active = False          # above threshold run in progress (maybe not yet emitted)
@@ -55,6 +55,7 @@ class _ClassState:
         self.peak = 0.0
         self.candidate_since = None  # time the score first fell below release (for merge gap)
         self.rise_since = None       # while closed: time the score has been >= release since (for backdating)
+        self.closed_at = None        # offset of this class's last emitted event (a re-stamped onset stays after it)
 
 
 class EventTracker:
@@ -135,6 +136,8 @@ class EventTracker:
                     if self.onset_locator is not None:
                         found = self.onset_locator(start)
                         start = start if found is None else min(float(found), t_onset)
+                        if s.closed_at is not None:
+                            start = max(start, s.closed_at)
                     s.active, s.emitted, s.onset, s.peak, s.candidate_since = True, False, start, x, None
                     s.last_above = t_onset
                     s.rise_since = None
@@ -162,6 +165,7 @@ class EventTracker:
         if s.emitted:
             offset = max(s.candidate_since if s.candidate_since is not None else s.last_above, s.onset + self.hop_s)
             out.append(Event(self.labels[i], s.onset, offset, s.peak, "offset"))
+            s.closed_at = offset
         s.active, s.emitted, s.candidate_since = False, False, None
 
     def flush(self, t_end: float) -> list[Event]:

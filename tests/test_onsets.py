@@ -64,6 +64,11 @@ def test_tracker_locator_moves_the_stamp_never_past_the_update():
     tr = EventTracker(["a"], threshold=0.5, hop_s=0.1, onset_locator=lambda t: t - 0.15)
     out = [e for i, s in enumerate([0.1, 0.2, 0.9, 0.9, 0.0]) for e in tr.update(i * 0.1, [s])]
     assert out[0].onset_s == pytest.approx(0.05) and out[1].onset_s == pytest.approx(0.05)  # offset event agrees
+    # never before the end of the class's previous event: events of one class do not overlap
+    tr = EventTracker(["a"], threshold=0.5, hop_s=0.1, onset_locator=lambda t: 0.0)
+    out = [e for i, s in enumerate([0.9, 0.9, 0.0, 0.0, 0.9, 0.0]) for e in tr.update(i * 0.1, [s])]
+    assert [(e.kind, round(e.onset_s, 3)) for e in out][2] == ("onset", 0.2)
+    assert out[2].onset_s >= out[1].offset_s
     tr = EventTracker(["a"], threshold=0.5, hop_s=0.1, onset_locator=lambda t: None)
     assert tr.update(0.3, [0.9])[0].onset_s == pytest.approx(0.3)
 
