@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-false-per-hour", type=float, default=60.0,
                     help="tuning constraint: false events per hour on the training-split negatives")
     ap.add_argument("--no-early-windows", action="store_true", help="wait for a full window at a stream's start")
+    ap.add_argument("--ola-delay", type=float, default=0.2,
+                    help="with --sources ola: seconds behind the newest audio the overlap-add is tracked")
     ap.add_argument("--onset-refines", nargs="+", default=["none", "energy:0.5", "energy:1.0", "energy:1.5"],
                     help="onset stamping rules tuned over: none, or energy:LOOKBACK_S (realtime.onsets)")
     a = ap.parse_args(argv)
@@ -142,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     res["scapes"] = {"tune": a.tune_scapes, "test": a.test_scapes, "tune_clips": len(tune_items),
                      "test_clips": len(test_items)}
     for source in a.sources:
-        cfg = base_cfg.override(onset_source=source, thresholds={}, early_windows=not a.no_early_windows)
+        cfg = base_cfg.override(onset_source=source, thresholds={}, early_windows=not a.no_early_windows,
+                                ola_delay_s=a.ola_delay if source == "ola" else None)
         try:
             d = Detector(eng, cfg)
         except ValueError as e:
@@ -154,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         negt_tr = {k: record_trace(d, x, k) for k, x in neg_train.items()}
         tuned = tune_thresholds(d, tune_tr, tune_ref, negt_tr, max_false_per_hour=a.max_false_per_hour,
                                 onset_refines=refines)
+        if source == "ola":
+            tuned["ola_delay_s"] = a.ola_delay
         post = {"merge_gap_s": tuned["merge_gap_s"], "backdate_onsets": tuned["backdate_onsets"],
                 "onset_refine": tuned["onset_refine"], "onset_lookback_s": tuned["onset_lookback_s"]}
         dt = d.with_config(threshold=tuned["default"], thresholds=tuned["per_class"], **post)

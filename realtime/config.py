@@ -197,7 +197,7 @@ def seconds_to_frames(seconds: float, frontend: FrontEndConfig) -> int:
 #: Where an event's onset is stamped in the window that crosses the threshold (see ``DetectorConfig``).
 ONSET_ANCHORS = ("newest", "centre")
 #: What the event tracker follows: the clip head's window score, or the frame head's newest frame, or the larger.
-ONSET_SOURCES = ("clip", "frames", "max")
+ONSET_SOURCES = ("clip", "frames", "max", "ola")
 #: The most windows one ``infer`` call may take (a sanity bound; an engine's own limit is usually lower).
 MAX_BATCH = 4096
 OUTPUT_ACTIVATIONS = ("sigmoid", "softmax")
@@ -220,6 +220,8 @@ class DetectionSettings:
         onset_refine: one of :data:`realtime.onsets.ONSET_REFINES`: ``"energy"`` re-stamps an opening event's onset at
             the strongest rise in level within ``onset_lookback_s`` before the tracker's stamp.
         onset_lookback_s: how far back ``"energy"`` looks, seconds.
+        ola_delay_s: with ``onset_source="ola"``, how far behind the newest audio the tracked moment lies, seconds
+            (a whole number of hops, less than one window).
     """
 
     threshold: float = 0.5
@@ -233,6 +235,7 @@ class DetectionSettings:
     backdate_onsets: bool = False
     onset_refine: str = "none"
     onset_lookback_s: float = 1.0
+    ola_delay_s: float = 0.2
 
     def __post_init__(self) -> None:
         check_number("threshold", self.threshold, 0.0, 1.0, "")
@@ -252,6 +255,7 @@ class DetectionSettings:
         _check(self.onset_refine in ONSET_REFINES,
                f"onset_refine must be one of {ONSET_REFINES}, got {self.onset_refine!r}")
         check_number("onset_lookback_s", self.onset_lookback_s, 0.0, 10.0, "seconds")
+        check_number("ola_delay_s", self.ola_delay_s, 0.0, 10.0, "seconds")
         for name in ("early_windows", "backdate_onsets"):
             _check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
 

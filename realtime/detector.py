@@ -56,7 +56,10 @@ class DetectorConfig:
             the frame head's newest frame, which covers the window's last hop: an event opens as soon as the
             sound is in the window, and onsets and offsets are placed at that newest hop). Needs an engine with
             ``infer_frames``. ``"max"``: the larger of the two per class (the frame head's speed at an onset, the
-            clip head's recall on long sounds), time-stamped like ``"frames"``. Clip scores (``clip_scores``,
+            clip head's recall on long sounds), time-stamped like ``"frames"``. ``"ola"``: an overlap-add of the
+            frame head across windows: the hop ``ola_delay_s`` behind the newest audio, scored by the mean of every
+            window's frame over it so far (steadier than the newest frame alone, ``ola_delay_s`` later); stamped at
+            that hop. Clip scores (``clip_scores``,
             ``--tags``) always come from the clip head.
         early_windows: score a window every hop from the stream's start, the missing past filled with the
             stream's first frame, instead of waiting for one full window (a sound in the first second is heard
@@ -67,6 +70,8 @@ class DetectorConfig:
             within ``onset_lookback_s`` before the tracker's stamp (:class:`realtime.onsets.OnsetEnvelope`); when
             it is emitted does not change. ``"none"``: the tracker's stamp.
         onset_lookback_s: how far back ``"energy"`` looks, seconds.
+        ola_delay_s: how far behind the newest audio ``onset_source="ola"`` tracks, seconds (whole hops, less than
+            one window).
     """
 
     frontend: FrontEndConfig = field(default_factory=FrontEndConfig)
@@ -84,6 +89,7 @@ class DetectorConfig:
     backdate_onsets: bool = False
     onset_refine: str = "none"
     onset_lookback_s: float = 1.0
+    ola_delay_s: float = 0.2
 
     def __post_init__(self):
         """Every detector setting is checked here, once, whichever route it came by (model config, CLI, API)."""
@@ -169,7 +175,8 @@ class Detector:
         fe = config.frontend
         self.T, self.hop_frames = config.window.frames(fe)
         self._check_engine(engine, config)
-        self._frames_mode = config.onset_source in ("frames", "max")
+        self._frames_mode = config.onset_source in ("frames", "max", "ola")
+        self._ola = config.onset_source == "ola"
         if self._frames_mode and (not callable(getattr(engine, "infer_frames", None))
                                   or getattr(engine, "has_frames", True) is False):
             raise ConfigError(f"onset_source {config.onset_source!r} needs an engine with a frame head (infer_frames); "
@@ -178,6 +185,11 @@ class Detector:
         self._floor = silence_frame(fe)
         self.input_rate = check_rate(config.input_rate or fe.sample_rate)
         self.hop_s = self.hop_frames * fe.frame_shift_ms / 1000.0
+        self._ola_hops = int(round(config.ola_delay_s / self.hop_s))
+        if self._ola and not (abs(self._ola_hops * self.hop_s - config.ola_delay_s) < 1e-6
+                              and 0 <= self._ola_hops < self.T // self.hop_frames):
+            raise ConfigError(f"ola_delay_s must be a whole number of hops ({self.hop_s:g} s) below one window "
+                              f"({config.window.window_s:g} s), got {config.ola_delay_s}")
         self.window_s = self.T * fe.frame_shift_ms / 1000.0
         self.timer = StageTimer()
         self._resampler = StreamingResampler(self.input_rate, fe.sample_rate)
@@ -229,6 +241,8 @@ class Detector:
         self.tracker.reset()
         self.onsets.reset()
         self._newest_frame = 0
+        self._ola_sum: dict[int, np.ndarray] = {}    # hop slot (its end frame) -> sum of frame scores over it
+        self._ola_n: dict[int, int] = {}
         self._time_offset_s = 0.0      # seconds skipped by gaps (dropped input) before the current segment
         self.samples_in = 0
         self.windows_scored = 0
@@ -275,16 +289,20 @@ class Detector:
         """The scores the tracker follows for windows ``(B, T, F)``: ``(B, C)``.
 
         The clip head's scores, with ``onset_source="frames"`` the frame head's newest frame, with ``"max"`` the
-        larger of the two. ``tag`` (B,) bool: windows whose clip-head scores count towards :meth:`stream_tags`.
+        larger of the two; with ``"ola"`` the window's raw outputs ``(B, 1 + T', C)`` (clip, then frames), which
+        :meth:`accept` turns into the tracker's scores. ``tag`` (B,) bool: windows whose clip-head scores count towards :meth:`stream_tags`.
         """
         if not self._frames_mode:
             clip = np.asarray(self.engine.infer(batch), dtype=np.float32)
             out = clip
         else:
             clip, frames = self.engine.infer_frames(batch)
-            clip = np.asarray(clip, dtype=np.float32)
-            newest = np.asarray(frames, dtype=np.float32)[:, -1, :]     # (B, T', C) -> (B, C): the newest frame
-            out = np.maximum(newest, clip) if self.config.onset_source == "max" else newest
+            clip, frames = np.asarray(clip, dtype=np.float32), np.asarray(frames, dtype=np.float32)
+            newest = frames[:, -1, :]                                    # (B, T', C) -> (B, C): the newest frame
+            if self._ola:       # the tracker's scores need the stream's other windows: accept() adds them up
+                out = np.concatenate([clip[:, None, :], frames], axis=1)  # (B, 1 + T', C)
+            else:
+                out = np.maximum(newest, clip) if self.config.onset_source == "max" else newest
         if tag is not None and clip.ndim == 2 and clip.shape[1] == self._clip_sum.shape[0] and tag.any():
             self._clip_sum += clip[tag].sum(axis=0, dtype=np.float64)
             self._clip_n += int(tag.sum())
@@ -311,20 +329,51 @@ class Detector:
         if not out:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         scores = np.concatenate(out)
-        if scores.shape != (len(windows), len(self.labels)):
+        if scores.shape[0] != len(windows) or scores.shape[-1] != len(self.labels):
             raise ValueError(f"engine returned scores of shape {scores.shape}, expected "
                              f"({len(windows)}, {len(self.labels)})")
         return scores
 
     def accept(self, windows: list[PendingWindow], scores: np.ndarray) -> list[Event]:
-        """Back half of :meth:`push`: scores -> events through the tracker."""
+        """Back half of :meth:`push`: :meth:`score`'s scores -> events through the tracker."""
+        return self._accept(windows, scores, raw=True)
+
+    def accept_tracked(self, windows: list[PendingWindow], scores: np.ndarray) -> list[Event]:
+        """:meth:`accept` for scores that are already the tracker's ``(n, C)`` (a recorded trace's)."""
+        return self._accept(windows, scores, raw=False)
+
+    def tracker_scores(self, window: PendingWindow, raw: np.ndarray) -> np.ndarray:
+        """What the tracker follows for one window ``(C,)`` from :meth:`score`'s output for it; only
+        ``onset_source="ola"`` keeps state (the overlap-add of the frame head over the stream's windows)."""
+        if not self._ola:
+            return raw
+        frames = raw[1:]                                      # raw[0] is the clip head's (tags only)
+        K, e, H = frames.shape[0], window.end_frame, self.hop_frames
+        for j in range(self.T // H):                          # the hops inside this window, newest first
+            slot = e - j * H
+            k = min(K - 1, max(0, int((slot - H / 2 - (e - self.T)) * K / self.T)))   # the frame over its centre
+            if slot in self._ola_sum:
+                self._ola_sum[slot] += frames[k]
+                self._ola_n[slot] += 1
+            else:
+                self._ola_sum[slot], self._ola_n[slot] = frames[k].astype(np.float64), 1
+        for old in [k for k in self._ola_sum if k <= e - self.T]:
+            del self._ola_sum[old], self._ola_n[old]
+        target = e - self._ola_hops * H
+        return (self._ola_sum[target] / self._ola_n[target]).astype(np.float32)
+
+    def _accept(self, windows: list[PendingWindow], scores: np.ndarray, raw: bool) -> list[Event]:
         events: list[Event] = []
         with self.timer("post"):
             for w, s in zip(windows, scores):
+                if raw:
+                    s = self.tracker_scores(w, s)
                 self._newest_frame = w.end_frame
                 t_end = self._frame_time(w.end_frame)
                 t_centre = t_end - self.window_s / 2
-                if self._frames_mode:        # the newest frame scores the newest hop
+                if self._ola:                # the tracked hop lies ola_delay_s behind the newest
+                    t_on = t_off = t_end - (self._ola_hops + 1) * self.hop_s
+                elif self._frames_mode:      # the newest frame scores the newest hop
                     t_on = t_off = t_end - self.hop_s
                 else:
                     t_on = t_centre if self.config.onset_anchor == "centre" else t_end - self.hop_s
@@ -370,6 +419,7 @@ class Detector:
         self._windows.reset()
         self.onsets.reset()
         self._newest_frame = 0
+        self._ola_sum, self._ola_n = {}, {}
         self._segment_windows = 0
         return events
 
@@ -392,6 +442,8 @@ class Detector:
             # window that spans the whole segment
             with self.timer("inference"):
                 s = self.infer_batch(self._pad(tail)[None], tag=np.array([self._clip_n == 0]))[0]
+            if self._ola:                    # one window: no other windows to add; its newest frame, as "max"
+                s = np.maximum(s[0], s[-1])
             t_end = self._frame_time(self._windows.frames_seen)
             self._newest_frame = self._windows.frames_seen
             with self.timer("post"):

@@ -171,7 +171,7 @@ def test_frame_source_needs_an_engine_with_a_frame_head():
         DetectorConfig(frontend=FE, onset_source="middle")
 
 
-@pytest.mark.parametrize("source", ["frames", "clip"])
+@pytest.mark.parametrize("source", ["frames", "clip", "ola"])
 def test_a_clip_shorter_than_the_window_is_padded_and_scored(source):
     audio = _burst(0.4, 0.05, 0.35, amp=0.5)             # a 0.3 s sound in a 0.4 s file
     det = Detector(_FrameEngine(), DetectorConfig(frontend=FE, onset_source=source))
@@ -195,6 +195,59 @@ def test_replay_reproduces_streaming_events():
     lat = onset_latency([StrongLabel("a.wav", 1.0, 2.0, "tone"), StrongLabel("a.wav", 3.5, 4.2, "tone")],
                         {"a.wav": emitted})
     assert lat["events_found"] == 2 and 0.0 <= lat["latency_median_s"] <= 0.3
+
+
+class _RampEngine:
+    """Frame k of a window scores k / (K - 1): the overlap-add of a hop is the mean of where it sat in each window."""
+
+    labels = ["tone"]
+
+    def infer(self, x):
+        return np.zeros((len(x), 1), np.float32)
+
+    def infer_frames(self, x):
+        fr = np.linspace(0.0, 1.0, 7, dtype=np.float32)[None, :, None].repeat(len(x), 0)
+        return self.infer(x), fr
+
+
+def test_overlap_add_averages_every_window_over_the_tracked_hop():
+    seen = []
+    cfg = DetectorConfig(frontend=FE, onset_source="ola", ola_delay_s=0.2)
+    det = Detector(_RampEngine(), cfg, on_window=lambda t, s: seen.append(float(s[0])))
+    det.process(np.zeros(4 * SR, np.float32))
+
+    def value(j):                 # the ramp's value over the hop j hops behind a window's newest (100 frames, K = 7)
+        return min(6, int((100 - 10 * j - 5) * 7 / 100)) / 6
+
+    # the hop 0.2 s behind the newest has been in this window (2 hops back) and in the two before it (1 and 0
+    # hops back); the stream's first two windows have fewer (the clip head, 0 here, plays no part)
+    assert seen[0] == pytest.approx(value(2))
+    assert seen[1] == pytest.approx(np.mean([value(2), value(1)]))
+    assert np.allclose(seen[2:], np.mean([value(2), value(1), value(0)])) and len(seen) > 25
+    assert value(0) != value(2)                                   # the average is not the newest frame's
+    with pytest.raises(ValueError, match="ola_delay_s must be a whole number of hops"):
+        Detector(_RampEngine(), DetectorConfig(frontend=FE, onset_source="ola", ola_delay_s=0.15))
+    with pytest.raises(ValueError, match="below one window"):
+        Detector(_RampEngine(), DetectorConfig(frontend=FE, onset_source="ola", ola_delay_s=1.0))
+
+
+def test_overlap_add_streams_replays_and_stamps_the_tracked_hop():
+    audio = np.concatenate([_burst(3.0, 1.0, 2.0, amp=0.4), _burst(3.0, 0.5, 1.2, amp=0.4)])
+    cfg = DetectorConfig(frontend=FE, onset_source="ola", ola_delay_s=0.3)
+    det = Detector(_FrameEngine(), cfg)
+    streamed = [e for e in det.process(audio) if e.kind == "offset"]
+    chunked = []
+    det2 = Detector(_FrameEngine(), cfg)
+    for i in range(0, len(audio), 777):
+        chunked += [e for e in det2.push(audio[i:i + 777]) if e.kind == "offset"]
+    chunked += [e for e in det2.flush() if e.kind == "offset"]
+    assert chunked == streamed and len(streamed) == 2
+    tr = record_trace(det, audio, "a.wav")
+    assert tr.scores.shape[1:] == (1,)                            # the trace keeps what the tracker followed
+    closed, _ = replay(det, tr)
+    assert [(round(r.onset, 3), round(r.offset, 3)) for r in closed] == \
+        [(round(e.onset_s, 3), round(e.offset_s, 3)) for e in streamed]
+    assert abs(streamed[0].onset_s - 1.0) <= 0.15 and abs(streamed[1].onset_s - 3.5) <= 0.15
 
 
 def test_onset_latency_counts_misses():

@@ -49,26 +49,27 @@ def record_trace(detector: Any, audio: np.ndarray, name: str, chunk_s: float = 0
     scores: list[np.ndarray] = []
     detector.reset()
     step = max(1, int(round(chunk_s * detector.input_rate)))
-    orig, orig_frames = detector.accept, detector.on_frames
+    orig, orig_frames = detector.tracker_scores, detector.on_frames
     env = OnsetEnvelope(lag=detector.onsets.lag, keep=1 << 30, min_strength=detector.onsets.min_strength)
 
-    def spy(windows: list[PendingWindow], s: np.ndarray):
-        ends.extend(w.end_frame for w in windows)
-        scores.extend(np.asarray(s, np.float32))
-        return orig(windows, s)
+    def spy(window: PendingWindow, raw: np.ndarray) -> np.ndarray:
+        out = orig(window, raw)
+        ends.append(window.end_frame)
+        scores.append(np.asarray(out, np.float32))
+        return out
 
     def frames_spy(frames: np.ndarray) -> None:
         env.push(frames)
         if orig_frames is not None:
             orig_frames(frames)
 
-    detector.accept, detector.on_frames = spy, frames_spy
+    detector.tracker_scores, detector.on_frames = spy, frames_spy
     try:
         for i in range(0, len(audio), step):
             detector.push(audio[i:i + step])
         detector.flush()
     finally:
-        detector.accept, detector.on_frames = orig, orig_frames
+        detector.tracker_scores, detector.on_frames = orig, orig_frames
     c = len(detector.labels)
     return Trace(name, np.asarray(ends, np.int64), np.stack(scores) if scores else np.zeros((0, c), np.float32),
                  len(audio) / detector.input_rate, env.values())
@@ -84,7 +85,7 @@ def replay(detector: Any, trace: Trace) -> tuple[list[StrongLabel], list[tuple[s
     fs = detector.config.frontend.frame_shift_ms / 1000.0
     closed, emitted = [], []
     for e_frame, s in zip(trace.end_frames, trace.scores):
-        for ev in detector.accept([PendingWindow(int(e_frame), None)], s[None]):
+        for ev in detector.accept_tracked([PendingWindow(int(e_frame), None)], s[None]):
             if ev.kind == "onset":
                 emitted.append((ev.label, ev.onset_s, e_frame * fs))
             elif ev.offset_s is not None:

@@ -50,7 +50,7 @@ def ship(checkpoint: str | Path, out: str | Path, threshold: float | None = None
          = None, onset_source: str | None = None, pretrained_license: str | Path | None = None,
          merge_gap_s: float | None = None, early_windows: bool | None = None,
          backdate_onsets: bool | None = None, onset_refine: str | None = None,
-         onset_lookback_s: float | None = None) -> Path:
+         onset_lookback_s: float | None = None, ola_delay_s: float | None = None) -> Path:
     """Write ``out/{model.safetensors,config.json,model.onnx,ATTRIBUTION.md}`` from a training checkpoint.
 
     Args:
@@ -68,6 +68,7 @@ def ship(checkpoint: str | Path, out: str | Path, threshold: float | None = None
         backdate_onsets: stamp onsets where the score began to rise (tuned with the thresholds).
         onset_refine, onset_lookback_s: stamp onsets at the strongest rise in level before them (tuned with the
             thresholds; :mod:`realtime.onsets`).
+        ola_delay_s: how far behind the newest audio ``onset_source="ola"`` tracks.
         pretrained_license: the pretrained checkpoint's LICENSE (its MIT notice goes into ``ATTRIBUTION.md``);
             default the LICENSE beside the checkpoint named in the training provenance, where it exists.
     """
@@ -81,7 +82,7 @@ def ship(checkpoint: str | Path, out: str | Path, threshold: float | None = None
     # the changed settings go through the detection settings' own checks (a ConfigError names what is accepted)
     changes = {"threshold": threshold, "onset_anchor": onset_anchor, "onset_source": onset_source,
                "merge_gap_s": merge_gap_s, "early_windows": early_windows, "backdate_onsets": backdate_onsets,
-               "onset_refine": onset_refine, "onset_lookback_s": onset_lookback_s,
+               "onset_refine": onset_refine, "onset_lookback_s": onset_lookback_s, "ola_delay_s": ola_delay_s,
                "thresholds": {str(k): float(v) for k, v in per_class.items()} if per_class is not None else None}
     detection = replace(config.detection, **{k: v for k, v in changes.items() if v is not None})
     training = _merge(dict(config.training), extra or {})
@@ -161,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                    per_class=th.get("per_class"), onset_source=a.onset_source,
                    pretrained_license=a.pretrained_license, merge_gap_s=th.get("merge_gap_s"),
                    early_windows=True if a.early_windows else None, backdate_onsets=th.get("backdate_onsets"),
-                   onset_refine=th.get("onset_refine"), onset_lookback_s=th.get("onset_lookback_s"))
+                   onset_refine=th.get("onset_refine"), onset_lookback_s=th.get("onset_lookback_s"),
+                   ola_delay_s=th.get("ola_delay_s"))
     except (ValueError, OSError) as e:  # bad settings, unreadable checkpoint or JSON: one line, not a traceback
         print(f"ship: error: {e}", file=sys.stderr)
         return 2
