@@ -73,7 +73,8 @@ class EventTracker:
             updates that reached the opening threshold, not at the update that reached it (the event is still
             emitted at the same moment; only its time stamp moves back).
         onset_locator: optional ``f(t_start) -> t | None``, called as a run opens with the stamp chosen so far; a
-            number re-stamps the onset there (the detector's :class:`realtime.onsets.OnsetEnvelope`), None keeps it.
+            number re-stamps the onset there (the detector's :class:`realtime.onsets.OnsetEnvelope`, which looks no
+            further than the newest audio), None keeps it. Never before the end of the class's previous event.
     """
 
     def __init__(self, labels: Sequence[str], threshold: float = 0.5, thresholds: Mapping[str, float] | None = None,
@@ -135,7 +136,7 @@ class EventTracker:
                     start = s.rise_since if self.backdate_onsets and s.rise_since is not None else t_onset
                     if self.onset_locator is not None:
                         found = self.onset_locator(start)
-                        start = start if found is None else min(float(found), t_onset)
+                        start = start if found is None else float(found)
                         if s.closed_at is not None:
                             start = max(start, s.closed_at)
                     s.active, s.emitted, s.onset, s.peak, s.candidate_since = True, False, start, x, None

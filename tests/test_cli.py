@@ -172,7 +172,7 @@ def test_threads_reach_the_torch_engine_too(tmp_path):
 
 def test_onset_refine_stamps_the_dog_at_its_first_bark(tmp_path, capsys):
     """``--onset-refine energy`` on the shipped model: the same dog event, stamped where the first bark rises
-    (found here from the waveform's own 10 ms energy), not where the model made up its mind."""
+    (found here from the waveform's own 10 ms energy), not at the hop the tracker followed."""
     from realtime.sources import read_audio
     from tests.audio_helpers import ESC50
 
@@ -193,6 +193,5 @@ def test_onset_refine_stamps_the_dog_at_its_first_bark(tmp_path, capsys):
         onsets[mode] = [r["onset"] for r in rows if r.get("event_label") == "dog"]
     assert len(onsets["none"]) == len(onsets["energy"]) >= 1, onsets
     assert abs(onsets["energy"][0] - first_bark) <= 0.1, (onsets, first_bark)
-    assert onsets["energy"][0] <= onsets["none"][0] + 1e-6
     assert main(["detect", str(path), "--onset-refine", "spectral"]) == 2
     assert "--onset-refine" in capsys.readouterr().err

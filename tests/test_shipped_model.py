@@ -28,7 +28,7 @@ def test_default_is_the_pretrained_hybrid_detector(engine):
     cfg = engine.config
     assert cfg.name == "datar_mn04" and cfg.output_activation == "sigmoid"
     assert cfg.frontend.kind == "efficientat" and cfg.frontend.sample_rate == 16000
-    assert cfg.detection.onset_source in ("frames", "max") and engine.has_frames
+    assert cfg.detection.onset_source in ("frames", "max", "ola") and engine.has_frames
     assert set(cfg.training["licenses"]) == {"CC0", "CC-BY"}
     attribution = (DEFAULT / "ATTRIBUTION.md").read_text()
     assert "EfficientAT" in attribution and "MIT License" in attribution and "Permission is hereby granted" in attribution
