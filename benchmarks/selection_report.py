@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
           "refine |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for name, r in runs:
-        for src in ("frames", "max", "clip"):
+        for src in ("frames", "max", "ola", "clip"):
             if src not in r or "test" not in r[src]:
                 continue
             t, th, neg = r[src]["test"], r[src]["thresholds"], r[src]["negatives"]
@@ -47,15 +47,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"{t['events_found']}/{t['reference_events']} ({100 * t['found_fraction']:.0f} %) | "
                   f"{neg['per_hour']:.1f} ({neg['events']} in {neg['seconds'] / 60:.1f} min) | "
                   f"{th['default']}, {th['merge_gap_s']} s, {th['backdate_onsets']}, {_refine(th)} |")
-    print("\nFalse events per hour on each kind of negative (the onset source the runs ship with, `max`):\n")
-    kinds = sorted({k for _, r in runs if "max" in r for k in r["max"]["negatives"]["per_kind"]})
-    print("| run | " + " | ".join(kinds) + " |")
-    print("|---|" + "---:|" * len(kinds))
+    print("\nFalse events per hour on each kind of negative (onset sources `max` and `ola`, what the runs ship with):\n")
+    kinds = sorted({k for _, r in runs for src in ("max", "ola") if src in r for k in r[src]["negatives"]["per_kind"]})
+    print("| run | source | " + " | ".join(kinds) + " |")
+    print("|---|---|" + "---:|" * len(kinds))
     for name, r in runs:
-        if "max" not in r:
-            continue
-        pk = r["max"]["negatives"]["per_kind"]
-        print(f"| {name} | " + " | ".join(f"{pk[k]['per_hour']:.0f}" if k in pk else "—" for k in kinds) + " |")
+        for src in ("max", "ola"):
+            if src not in r:
+                continue
+            pk = r[src]["negatives"]["per_kind"]
+            print(f"| {name} | {src} | " + " | ".join(f"{pk[k]['per_hour']:.0f}" if k in pk else "—" for k in kinds)
+                  + " |")
     return 0
 
 

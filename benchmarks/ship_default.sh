@@ -16,7 +16,9 @@ done
 $PY benchmarks/eval_detector.py --model runs/sel_mn04/final --out benchmarks/results/selection/mn04
 $PY benchmarks/eval_detector.py --model runs/final_sel/final --out benchmarks/results/selection/datar_mn04
 $PY benchmarks/eval_detector.py --model runs/final_sel/final --out benchmarks/results/selection/datar_mn04_no_early \
-    --sources max --no-early-windows
+    --sources max --no-early-windows --onset-refines none
+$PY benchmarks/eval_detector.py --model runs/final_sel/final --out benchmarks/results/selection/datar_mn04_ola3 \
+    --sources ola --ola-delay 0.3 --no-early-windows --onset-refines none energy:1.0 energy:1.5
 
 # 3. the shipped weights: the same recipe on folds 1-4 (CC0 and CC-BY clips only)
 $PY -m models.training.sed_run --model datar_mn04 --out runs/ship --epochs 40 --train-folds 1 2 3 4 --val-folds \
@@ -24,4 +26,8 @@ $PY -m models.training.sed_run --model datar_mn04 --out runs/ship --epochs 40 --
 
 # 4. package with the detection settings tuned in step 2 (tuning soundscapes of fold 4 only)
 $PY -m models.training.ship runs/ship/final models/pretrained/aed_default \
-    --thresholds benchmarks/results/selection/datar_mn04_no_early/thresholds_max.json --onset-source max
+    --thresholds benchmarks/results/selection/datar_mn04_ola3/thresholds_ola.json --onset-source ola
+# 5. model-triggered latency with the shipped settings on the selection model (it never trained on fold 4)
+$PY -m models.training.ship runs/final_sel/final runs/final_sel_tuned \
+    --thresholds benchmarks/results/selection/datar_mn04_ola3/thresholds_ola.json --onset-source ola
+$PY benchmarks/profile_scapes.py --model runs/final_sel_tuned --report benchmarks/results/profile_scapes

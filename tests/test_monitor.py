@@ -428,7 +428,8 @@ def test_detector_settings_come_by_the_one_route(qt_modules, qtbot):
     from apps.common import detector_config
     from realtime.detector import DetectorConfig
 
-    args = mock.Mock(window=1.5, hop=0.25, threshold=0.7, min_duration=0.2, merge_gap=None, onset_anchor="centre")
+    args = mock.Mock(window=1.5, hop=0.25, threshold=0.7, min_duration=0.2, merge_gap=None, onset_anchor="centre",
+                     onset_refine=None)
     win = MonitorWindow(LoudnessEngine(), MonitorOptions(settings=lambda e, r: detector_config(args, e, r)))
     qtbot.addWidget(win)
     assert win.ui.threshold_slider.value() == 70 and win.ui.window_spin.value() == pytest.approx(1.5)
