@@ -25,10 +25,13 @@ def test_round_trip_and_num_mel_bins_stored_once():
 
 
 def test_reads_the_shipped_checkpoint_in_the_older_layout():
-    raw = json.loads(SHIPPED.read_text())
-    assert "num_mel_bins" in raw["input"]                      # written before num_mel_bins was stored once
+    current = json.loads(SHIPPED.read_text())
+    # the layout written before num_mel_bins was stored once (and before max_batch was stored)
+    raw = {**current, "input": {"num_mel_bins": current["frontend"]["num_mel_bins"],
+                                "t_min": current["input"]["t_min"], "t_max": current["input"]["t_max"]}}
     mc = ModelConfig.from_dict(raw)
     assert mc.num_mel_bins == raw["input"]["num_mel_bins"] == raw["frontend"]["num_mel_bins"]
+    assert mc.frontend == ModelConfig.from_dict(current).frontend and list(mc.labels) == current["labels"]
     assert mc.detection.threshold == raw["thresholds"]["default"] and len(mc.labels) == len(raw["labels"])
     det = DetectorConfig.from_model(mc)
     assert det.onset_source == raw["thresholds"]["onset_source"] and det.frontend == mc.frontend
