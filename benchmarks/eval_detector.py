@@ -83,13 +83,17 @@ def _traces(det: Detector, scape_dir: Path):
 
 
 def _refine(text: str, ap: argparse.ArgumentParser) -> tuple[str, float]:
-    """``none`` or ``energy:SECONDS`` as ``(onset_refine, onset_lookback_s)``."""
+    """``none`` or ``energy:SECONDS`` as ``(onset_refine, onset_lookback_s)``; anything else ends the run (exit 2)."""
+    from realtime.onsets import ONSET_REFINES
+
     kind, _, lookback = text.partition(":")
     try:
-        return kind, float(lookback) if lookback else 1.0
+        seconds = float(lookback) if lookback else 1.0
     except ValueError:
+        seconds = float("nan")
+    if kind not in ONSET_REFINES or not seconds >= 0:
         ap.error(f"--onset-refines: {text!r} is not 'none' or 'energy:SECONDS'")
-        raise
+    return kind, seconds
 
 
 def main(argv: list[str] | None = None) -> int:

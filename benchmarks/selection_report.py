@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
           "speech with voices and sentences not used in training). ONNX Runtime, one thread, 1 s windows, 0.1 s hop, "
           "audio streamed in 100 ms chunks through `realtime.Detector`.\n")
     print("| run | onset source | clip acc. fold 4 | segment F1 (1 s) | onset event F1 (200 ms) | PSDS1 | "
-          "onset latency p50 (s) | events found | false events / h on negatives | threshold, merge gap, backdate, onset "
-          "refine |")
+          "onset latency p50 (s) | events found | false events / h on negatives | "
+          "threshold, merge gap, backdate, onset refine |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for name, r in runs:
         for src in ("frames", "max", "ola", "clip"):
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{t['events_found']}/{t['reference_events']} ({100 * t['found_fraction']:.0f} %) | "
                   f"{neg['per_hour']:.1f} ({neg['events']} in {neg['seconds'] / 60:.1f} min) | "
                   f"{th['default']}, {th['merge_gap_s']} s, {th['backdate_onsets']}, {_refine(th)} |")
-    print("\nFalse events per hour on each kind of negative (onset sources `max` and `ola`, what the runs ship with):\n")
+    print("\nFalse events per hour on each kind of negative (onset sources `max` and `ola`, what the runs ship "
+          "with):\n")
     kinds = sorted({k for _, r in runs for src in ("max", "ola") if src in r for k in r[src]["negatives"]["per_kind"]})
     print("| run | source | " + " | ".join(kinds) + " |")
     print("|---|---|" + "---:|" * len(kinds))
@@ -56,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             if src not in r:
                 continue
             pk = r[src]["negatives"]["per_kind"]
-            print(f"| {name} | {src} | " + " | ".join(f"{pk[k]['per_hour']:.0f}" if k in pk else "—" for k in kinds)
-                  + " |")
+            cells = [f"{pk[k]['per_hour']:.0f}" if k in pk else "—" for k in kinds]
+            print(f"| {name} | {src} | " + " | ".join(cells) + " |")
     return 0
 
 

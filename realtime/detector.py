@@ -290,7 +290,8 @@ class Detector:
 
         The clip head's scores, with ``onset_source="frames"`` the frame head's newest frame, with ``"max"`` the
         larger of the two; with ``"ola"`` the window's raw outputs ``(B, 1 + T', C)`` (clip, then frames), which
-        :meth:`accept` turns into the tracker's scores. ``tag`` (B,) bool: windows whose clip-head scores count towards :meth:`stream_tags`.
+        :meth:`accept` turns into the tracker's scores. ``tag`` (B,) bool: windows whose clip-head scores count
+        towards :meth:`stream_tags`.
         """
         if not self._frames_mode:
             clip = np.asarray(self.engine.infer(batch), dtype=np.float32)
@@ -349,9 +350,9 @@ class Detector:
             return raw
         frames = raw[1:]                                      # raw[0] is the clip head's (tags only)
         K, e, H = frames.shape[0], window.end_frame, self.hop_frames
-        for j in range(self.T // H):                          # the hops inside this window, newest first
-            slot = e - j * H
-            k = min(K - 1, max(0, int((slot - H / 2 - (e - self.T)) * K / self.T)))   # the frame over its centre
+        j = np.arange(self.T // H)                            # the hops inside this window, newest first
+        cols = np.minimum(K - 1, ((self.T - H * (j + 0.5)) * K / self.T).astype(int))   # the frame over each centre
+        for slot, k in zip((e - H * j).tolist(), cols.tolist()):
             if slot in self._ola_sum:
                 self._ola_sum[slot] += frames[k]
                 self._ola_n[slot] += 1

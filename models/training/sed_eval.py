@@ -13,6 +13,7 @@ detector's own tracker (:meth:`realtime.Detector.accept`), which is what streami
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -50,7 +51,7 @@ def record_trace(detector: Any, audio: np.ndarray, name: str, chunk_s: float = 0
     detector.reset()
     step = max(1, int(round(chunk_s * detector.input_rate)))
     orig, orig_frames = detector.tracker_scores, detector.on_frames
-    env = OnsetEnvelope(lag=detector.onsets.lag, keep=1 << 30, min_strength=detector.onsets.min_strength)
+    env = OnsetEnvelope(lag=detector.onsets.lag, keep=None, min_strength=detector.onsets.min_strength)
 
     def spy(window: PendingWindow, raw: np.ndarray) -> np.ndarray:
         out = orig(window, raw)
@@ -269,28 +270,24 @@ def tune_thresholds(detector: Any, traces: Sequence[Trace], reference: Sequence[
     reference events gets its own threshold (its best segment F1), halfway between that and the default; the rest
     keep the default.
     """
-    best, best_th, best_gap, best_bd, table = -1.0, float(grid[len(grid) // 2]), 0.0, False, []
-    best_refine = tuple(onset_refines[0])
+    # the starting point is what is kept where no setting meets the false-event limit
+    best, table = -1.0, []
+    chosen = {"threshold": float(grid[len(grid) // 2]), "merge_gap_s": 0.0, "backdate_onsets": False,
+              "onset_refine": onset_refines[0][0], "onset_lookback_s": float(onset_refines[0][1])}
     fph_at: dict[float, float] = {}
-    for refine, lookback in onset_refines:
-        for bd in backdate:
-            for gap in merge_gaps:
-                for th in grid:
-                    det = detector.with_config(threshold=float(th), thresholds={}, merge_gap_s=float(gap),
-                                               backdate_onsets=bool(bd), onset_refine=refine,
-                                               onset_lookback_s=float(lookback))
-                    m = soundscape_metrics(det, traces, reference)
-                    if negatives and float(th) not in fph_at:   # onsets emitted depend on the threshold alone
-                        fph_at[float(th)] = false_events_per_hour(det, negatives)["per_hour"]
-                    fph = fph_at.get(float(th), 0.0)
-                    score = 0.5 * (np.nan_to_num(m["segment_f1"]) + np.nan_to_num(m["event_f1_onset"]))
-                    table.append({"threshold": float(th), "merge_gap_s": float(gap), "backdate_onsets": bool(bd),
-                                  "onset_refine": refine, "onset_lookback_s": float(lookback),
-                                  "segment_f1": m["segment_f1"], "event_f1_onset": m["event_f1_onset"],
-                                  "false_per_hour": fph})
-                    if fph <= max_false_per_hour and score > best:
-                        best, best_th, best_gap, best_bd = score, float(th), float(gap), bool(bd)
-                        best_refine = (refine, float(lookback))
+    for (refine, lookback), bd, gap, th in itertools.product(onset_refines, backdate, merge_gaps, grid):
+        settings = {"threshold": float(th), "merge_gap_s": float(gap), "backdate_onsets": bool(bd),
+                    "onset_refine": refine, "onset_lookback_s": float(lookback)}
+        det = detector.with_config(thresholds={}, **settings)
+        m = soundscape_metrics(det, traces, reference)
+        if negatives and float(th) not in fph_at:   # onsets emitted depend on the threshold alone
+            fph_at[float(th)] = false_events_per_hour(det, negatives)["per_hour"]
+        fph = fph_at.get(float(th), 0.0)
+        score = 0.5 * (np.nan_to_num(m["segment_f1"]) + np.nan_to_num(m["event_f1_onset"]))
+        table.append({**settings, "segment_f1": m["segment_f1"], "event_f1_onset": m["event_f1_onset"],
+                      "false_per_hour": fph})
+        if fph <= max_false_per_hour and score > best:
+            best, chosen = score, settings
     per_class: dict[str, float] = {}
     labels = list(detector.labels)
     support = {lab: sum(1 for r in reference if r.event_label == lab) for lab in labels}
@@ -301,14 +298,12 @@ def tune_thresholds(detector: Any, traces: Sequence[Trace], reference: Sequence[
         ref = [r for r in reference if r.event_label == lab]
         f1s = []
         for th in grid:
-            det = detector.with_config(threshold=best_th, thresholds={lab: float(th)}, merge_gap_s=best_gap,
-                                       backdate_onsets=best_bd, onset_refine=best_refine[0],
-                                       onset_lookback_s=best_refine[1])
+            det = detector.with_config(**chosen, thresholds={lab: float(th)})
             ev = [e for tr in traces for e in replay(det, tr)[0] if e.event_label == lab]
             f1s.append(_class_segment_f1(ref, ev, files))
-        per_class[lab] = round(0.5 * (float(grid[int(np.argmax(f1s))]) + best_th), 3)
-    return {"default": round(best_th, 3), "merge_gap_s": best_gap, "backdate_onsets": best_bd,
-            "onset_refine": best_refine[0], "onset_lookback_s": best_refine[1], "per_class": per_class, "grid": table}
+        per_class[lab] = round(0.5 * (float(grid[int(np.argmax(f1s))]) + chosen["threshold"]), 3)
+    out = {k: v for k, v in chosen.items() if k != "threshold"}
+    return {"default": round(chosen["threshold"], 3), **out, "per_class": per_class, "grid": table}
 
 
 def _class_segment_f1(ref: Sequence[StrongLabel], est: Sequence[StrongLabel], files: Sequence[str]) -> float:
