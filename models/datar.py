@@ -30,6 +30,7 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from models.base import AEDModel
 from models.layers.adapters import ADAPTER_KINDS, BottleneckAdapter, MapAdapter
@@ -51,28 +52,65 @@ class InputAdaptor(nn.Module):
     richer map than the raw spectrogram. ``conv`` is 3x3 → GELU → 3x3 with ``hidden`` channels; λ is a
     learnable scalar that starts small, so a fresh adaptor barely changes the input.
 
+    With ``out_kernel=1`` the last convolution is a 1x1 map without bias, so ``λ·conv`` is linear and pointwise in
+    the hidden map ``h``. A convolution that follows can then take ``h`` directly (:meth:`fold_into`): on ONNX
+    Runtime's CPU kernels a convolution with one output channel over the full-resolution spectrogram costs more
+    than the rest of the adaptor (``benchmarks/results/adaptor_cost.md``).
+
     Args:
         hidden: channels of the inner convolution.
         init_scale: starting value of λ.
         act: the inner activation, ``"gelu"`` or ``"relu"`` (ONNX Runtime fuses a ReLU into the convolution; on a
             full-resolution spectrogram GELU costs more than both convolutions).
+        out_kernel: kernel of the last convolution, 3 (DATAR's form) or 1 (linear in ``h``, foldable).
 
     Example:
         >>> InputAdaptor()(torch.zeros(1, 1, 64, 100)).shape
         torch.Size([1, 1, 64, 100])
     """
 
-    def __init__(self, hidden: int = 8, init_scale: float = 0.01, act: str = "gelu") -> None:
+    def __init__(self, hidden: int = 8, init_scale: float = 0.01, act: str = "gelu", out_kernel: int = 3) -> None:
         super().__init__()
         acts = {"gelu": nn.GELU, "relu": nn.ReLU}
         if act not in acts:
             raise ValueError(f"input adaptor activation must be one of {sorted(acts)}, got {act!r}")
-        self.conv = nn.Sequential(nn.Conv2d(1, hidden, 3, padding=1), acts[act](), nn.Conv2d(hidden, 1, 3, padding=1))
+        if out_kernel not in (1, 3):
+            raise ValueError(f"input adaptor out_kernel must be 1 or 3, got {out_kernel!r}")
+        out = (nn.Conv2d(hidden, 1, 3, padding=1) if out_kernel == 3 else nn.Conv2d(hidden, 1, 1, bias=False))
+        self.conv = nn.Sequential(nn.Conv2d(1, hidden, 3, padding=1), acts[act](), out)
         self.scale = nn.Parameter(torch.tensor(float(init_scale)))
+        self.foldable = out_kernel == 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return ``x + λ·conv(x)`` for ``x`` ``(B, 1, F, T)``."""
         return x + self.scale * self.conv(x)
+
+    def fold_into(self, conv: nn.Conv2d, x: torch.Tensor, bn: nn.BatchNorm2d | None = None) -> torch.Tensor:
+        """``bn(conv(self(x)))`` computed as ``conv(x) + conv'(h)``, without forming the adapted image.
+
+        Exact for the foldable form: ``λ·W_out h`` is pointwise and linear in ``h`` (zero where ``h`` is zero, so also
+        in ``conv``'s zero padding), hence ``conv(λ·W_out h) = conv'(h)`` with ``W'[o, c] = λ·W_out[c]·W[o]``. Out of
+        training, ``bn`` is folded into both convolutions as well. The folded weights depend on weights only, so an
+        exported graph computes them once, as constants.
+
+        Args:
+            conv: a convolution over one input channel, without bias (the stem's first).
+            x: the spectrogram image ``(B, 1, F, T)``.
+            bn: the BatchNorm after ``conv``, or None.
+        """
+        if not self.foldable:
+            raise ValueError("only an input adaptor with out_kernel=1 folds into the next convolution")
+        if conv.in_channels != 1 or conv.groups != 1 or conv.bias is not None:
+            raise ValueError(f"fold_into takes a convolution over one input channel without bias, got {conv}")
+        h = self.conv[1](self.conv[0](x))  # (B, 1, F, T) -> (B, hidden, F, T)
+        w, bias = conv.weight, None  # (C0, 1, k, k)
+        if bn is not None and not self.training:  # eval BatchNorm: y * s + (beta - mean * s) per channel
+            s = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+            w, bias = w * s.reshape(-1, 1, 1, 1), bn.bias - bn.running_mean * s
+        w_h = w * (self.scale * self.conv[2].weight)  # (C0, 1, k, k) * (1, hidden, 1, 1) -> (C0, hidden, k, k)
+        y = (F.conv2d(x, w, bias, conv.stride, conv.padding, conv.dilation)
+             + F.conv2d(h, w_h, None, conv.stride, conv.padding, conv.dilation))
+        return bn(y) if bn is not None and self.training else y
 
 
 class DATARBlock(nn.Module):

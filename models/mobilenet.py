@@ -201,11 +201,14 @@ def _stem_adapters(table: list[BlockSpec], upto: int, count: int, ratio: float) 
                           for k, i in enumerate(chosen)})
 
 
-def _run_stem(features: nn.Sequential, adapters: nn.ModuleDict, scale: float, x: torch.Tensor) -> torch.Tensor:
-    """``features`` in order, each adapter's output (scaled) added to its block's: ``block(x) + s * adapter(x)``."""
+def _run_stem(features: nn.Sequential, adapters: nn.ModuleDict, scale: float, x: torch.Tensor,
+              start: int = 0) -> torch.Tensor:
+    """``features[start:]`` in order, each adapter's output (scaled) added to its block's: ``block(x) + s * adapter(x)``."""
     if not len(adapters):
-        return features(x)
+        return features[start:](x) if start else features(x)
     for i, layer in enumerate(features):
+        if i < start:
+            continue
         a = adapters[str(i)] if str(i) in adapters else None
         x = layer(x) + scale * a(x) if a is not None else layer(x)
     return x
@@ -331,6 +334,9 @@ class DATARMN(AEDModel):
         mlp_ratio: MLP width of the blocks over ``neck_dim``.
         input_adaptor: DATAR's ``x + λ·conv(x)`` (off for the ablation).
         adaptor_act: the adaptor's inner activation (``"gelu"`` or ``"relu"``, see :class:`models.datar.InputAdaptor`).
+        adaptor_out_kernel: kernel of the adaptor's last convolution: 3 (DATAR's form) or 1, which the forward pass
+            folds into the stem's first convolution (the same function, without the one-channel full-resolution
+            convolution that dominates the adaptor's cost on ONNX Runtime).
         adapter: ``None``, ``'aat'`` (a spatial adapter after each deformable attention and a bottleneck adapter in
             parallel with each block's MLP) or ``'loaa'`` (``1 x 3`` / ``3 x 1`` convolution adapters in parallel
             with the last ``stem_adapters`` residual blocks of the pretrained stem and with each block's MLP); for
@@ -349,7 +355,8 @@ class DATARMN(AEDModel):
     def __init__(self, num_classes: int = 50, num_mel_bins: int = 128, width_mult: float = 0.4, cut: int = 12,
                  time_strides: Sequence[int] = (2, 2, 2, 2), neck_dim: int = 96, depth: int = 1, num_heads: int = 4,
                  kv_stride: int = 1, offset_range: float = 2.0, diff: bool = False, mlp_ratio: float = 2.0,
-                 input_adaptor: bool = True, adaptor_act: str = "gelu", drop_path_rate: float = 0.0,
+                 input_adaptor: bool = True, adaptor_act: str = "gelu", adaptor_out_kernel: int = 3,
+                 drop_path_rate: float = 0.0,
                  dropout: float = 0.1, t_min: int = 50, t_max: int = 1000, output_activation: str = "sigmoid",
                  adapter: str | None = None, adapter_ratio: float = 0.25, adapter_scale: float = 0.5,
                  stem_adapters: int = 4, spatial_adapter: bool = True) -> None:
@@ -368,7 +375,8 @@ class DATARMN(AEDModel):
         self.cut, self.width_mult = cut, width_mult
         self.time_strides = tuple(int(s) for s in time_strides)
         table = block_table(width_mult, self.time_strides)
-        self.input_adaptor = InputAdaptor(4, act=adaptor_act) if input_adaptor else nn.Identity()
+        self.input_adaptor = (InputAdaptor(4, act=adaptor_act, out_kernel=adaptor_out_kernel) if input_adaptor
+                              else nn.Identity())
         self.features = nn.Sequential(*_stem(table, cut))
         self.adapter, self.adapter_scale = adapter, adapter_scale
         self.stem_adapters = _stem_adapters(table, cut, stem_adapters if adapter == "loaa" else 0, adapter_ratio)
@@ -399,8 +407,13 @@ class DATARMN(AEDModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Feature map ``(B, D, F', T')`` of input ``x`` ``(B, T, F)`` (checked)."""
         self.check_input(x)
-        x = self.input_adaptor(x.transpose(1, 2).unsqueeze(1))  # (B, T, F) -> (B, 1, F, T)
-        x = _run_stem(self.features, self.stem_adapters, self.adapter_scale, x)
+        x = x.transpose(1, 2).unsqueeze(1)  # (B, T, F) -> (B, 1, F, T)
+        if getattr(self.input_adaptor, "foldable", False):
+            conv, bn, act = self.features[0]  # the adaptor's 1x1 output map folded into the stem's first conv
+            x = _run_stem(self.features, self.stem_adapters, self.adapter_scale,
+                          act(self.input_adaptor.fold_into(conv, x, bn)), start=1)
+        else:
+            x = _run_stem(self.features, self.stem_adapters, self.adapter_scale, self.input_adaptor(x))
         return self.norm(self.blocks(self.neck(x)))
 
     def forward_head(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -149,6 +149,62 @@ def test_onnx_parity_datar_mn04(tmp_path):
     _check_onnx_parity(model, tmp_path / "datar_mn04.onnx", windows)
 
 
+def _folded_datar_mn04() -> "torch.nn.Module":
+    """``datar_mn04`` with the foldable adaptor, its λ, 1x1 map and first BatchNorm moved off their starting values
+    (λ starts at 0.01 and BatchNorm at the identity, where a wrong fold would hardly show)."""
+    torch.manual_seed(0)
+    model = create_model("datar_mn04", adaptor_act="relu", adaptor_out_kernel=1)
+    with torch.no_grad():
+        model.input_adaptor.scale.fill_(0.8)
+        torch.nn.init.normal_(model.input_adaptor.conv[2].weight)
+        bn = model.features[0][1]
+        bn.running_mean.uniform_(-1.0, 1.0)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+def test_folded_adaptor_is_the_adaptor_then_the_stem():
+    """The fold computes the same map as adapting the image and running the stem's first conv + BatchNorm on it,
+    in eval mode (BatchNorm folded too) and in training mode (BatchNorm on batch statistics)."""
+    from models.datar import InputAdaptor
+
+    model = _folded_datar_mn04()
+    adaptor, (conv, bn, _) = model.input_adaptor, model.features[0]
+    x = torch.randn(3, 1, 128, 100)
+    for training in (False, True):
+        adaptor.train(training), bn.train(training)
+        with torch.no_grad():
+            want = bn(conv(adaptor(x)))
+            got = adaptor.fold_into(conv, x, bn)
+        assert (want - want.mean()).abs().max() > 0.1                   # the adaptor moves the map: not a no-op check
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5, msg=f"training={training}")
+    with pytest.raises(ValueError, match="out_kernel=1"):
+        InputAdaptor(4).fold_into(conv, x)
+    with pytest.raises(ValueError, match="out_kernel must be 1 or 3"):
+        InputAdaptor(4, out_kernel=5)
+
+
+def test_datar_mn04_runs_the_folded_adaptor_and_exports(tmp_path):
+    """The network feeds its second stem block what adapting the image and running the first stem layer gives, and
+    its ONNX graph matches torch at 0.5, 1 and 3 s."""
+    model = _folded_datar_mn04()
+    seen = []
+    hook = model.features[1].register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    x = torch.randn(2, 100, 128)
+    with torch.no_grad():
+        model.forward_logits(x)
+        image = x.transpose(1, 2).unsqueeze(1)                         # (B, T, F) -> (B, 1, F, T)
+        want = model.features[0](model.input_adaptor(image))
+        plain = model.features[0](image)
+    hook.remove()
+    assert (want - plain).abs().max() > 0.1                              # the adaptor changes what the stem sees
+    torch.testing.assert_close(seen[0], want, atol=2e-5, rtol=1e-5)
+    windows = np.random.default_rng(1).standard_normal((2, 300, 128)).astype(np.float32)
+    _check_onnx_parity(model, tmp_path / "datar_mn04_fold.onnx", windows)
+
+
 # -- bad files -----------------------------------------------------------------------------------------------------
 
 class _Payload:
