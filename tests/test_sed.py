@@ -87,6 +87,17 @@ def test_onset_crops_start_with_background():
     assert seen_onset_inside >= 20
 
 
+def test_mix_events_puts_up_to_that_many_further_sources_in_a_window():
+    clips = [features(_burst(5.0, 0.5, 4.5, f), FE) for f in (800.0, 3000.0, 1500.0)]
+    def most_classes(mix_events: int) -> int:
+        b = SedBatcher(clips, [0, 1, 2], 3, FE, _bank(), SedConfig(mix_prob=1.0, mix_events=mix_events,
+                                                                     own_background=1.0))
+        rng = np.random.default_rng(6)
+        return max(int((b.example(100, rng, negative=False)[1].sum(dim=0) > 0).sum()) for _ in range(40))
+    assert most_classes(1) == 2          # the default: one further event at most
+    assert most_classes(2) == 3
+
+
 def test_late_onset_crops_put_the_onset_in_the_newest_frames():
     b = _batcher(mix_prob=0.0, late_onset_share=1.0, late_onset_s=0.3)
     rng = np.random.default_rng(5)

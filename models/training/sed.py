@@ -6,8 +6,8 @@ Every training example is a window of ``T`` frames built in the mel power domain
   coloured noise, speech at a random natural level; dither and silence as they are);
 - with probability ``1 - neg_fraction`` an event: either an energy-aware crop of a clip (the event fills the
   window) or an *onset crop* (the event's first active frame lands at a random position in the window, with
-  only background before it, so the newest frames learn to fire as soon as a sound starts); a second event
-  of another class is mixed in with probability ``mix_prob`` (targets: the union);
+  only background before it, so the newest frames learn to fire as soon as a sound starts); each of
+  ``mix_events`` further events of another class is mixed in with probability ``mix_prob`` (targets: the union);
 - gain ``±gain_db`` on the event; a background is scaled to an SNR drawn from ``snr_db`` over the event's active
   frames, and frames where the event lies more than ``-local_snr_db`` dB under the background are not labelled;
 - SpecAugment (one frequency and one time mask).
@@ -83,6 +83,9 @@ class SedConfig:
     newest_weight: float = 0.0
     own_background: float = 0.3
     mix_prob: float = 0.25
+    # how many further events may be mixed into an event window, each with probability ``mix_prob`` (the test
+    # soundscapes hold up to three sources at once)
+    mix_events: int = 1
     gain_db: float = 12.0
     snr_db: tuple[float, float] = (0.0, 30.0)
     local_snr_db: float = -6.0
@@ -195,7 +198,9 @@ class SedBatcher:
         p, m = self._event(i, T, rng, onset=rng.random() < cfg.onset_fraction)
         p = p * 10.0 ** (float(rng.uniform(-cfg.gain_db, cfg.gain_db)) / 10.0)
         y[:, self.labels[i]] = m.float()
-        if rng.random() < cfg.mix_prob:
+        for _ in range(cfg.mix_events):
+            if rng.random() >= cfg.mix_prob:
+                continue
             j = int(rng.integers(len(self.feats)))
             if self.labels[j] != self.labels[i]:
                 p2, m2 = self._event(j, T, rng, onset=rng.random() < 0.5)
