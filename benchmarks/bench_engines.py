@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [  # (label, engine kind, onnx variant, threads, extra options)
@@ -134,7 +135,7 @@ def prepare(name: str, d: Path, acc_data: str | None = None, acc_folds: str = "4
             "accuracy": _accuracy(onnx, q, acc_data, acc_folds, config) if trained and acc_data else None}
 
 
-def _accuracy(fp32: Path, int8: Path, data: str, folds: str, config: dict | None = None) -> dict | None:
+def _accuracy(fp32: Path, int8: Path, data: str, folds: str, config: Any = None) -> dict | None:
     """Clip-level accuracy and mAP of the fp32 and INT8 ONNX files on ESC-50 ``folds`` (CC0/CC-BY clips),
     through the streaming Detector with the model's own window and hop, ONNX Runtime on one thread.
     ``seen_folds`` lists the folds that the model's own training record says it was trained on."""
@@ -150,7 +151,9 @@ def _accuracy(fp32: Path, int8: Path, data: str, folds: str, config: dict | None
         return None
     fold_list = [int(f) for f in folds.split(",")]
     ds = load_esc50(data, folds=fold_list)
-    trained_on = ((config or {}).get("training") or {}).get("train_config", {}).get("train_folds") or []
+    training = dict(getattr(config, "training", None) or {})   # config: a realtime.config.ModelConfig
+    recipe = training.get("sed_config") or training.get("train_config") or {}  # detection or clip recipe
+    trained_on = recipe.get("train_folds") or []
     out = {"folds": folds, "clips": 0, "seen_folds": sorted(set(trained_on) & set(fold_list))}
     waves = kept = None
     for variant, path in (("fp32", fp32), ("int8", int8)):

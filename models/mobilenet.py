@@ -337,6 +337,7 @@ class DATARMN(AEDModel):
         adaptor_out_kernel: kernel of the adaptor's last convolution: 3 (DATAR's form) or 1, which the forward pass
             folds into the stem's first convolution (the same function, without the one-channel full-resolution
             convolution that dominates the adaptor's cost on ONNX Runtime).
+        adaptor_hidden: channels of the adaptor's inner map.
         adapter: ``None``, ``'aat'`` (a spatial adapter after each deformable attention and a bottleneck adapter in
             parallel with each block's MLP) or ``'loaa'`` (``1 x 3`` / ``3 x 1`` convolution adapters in parallel
             with the last ``stem_adapters`` residual blocks of the pretrained stem and with each block's MLP); for
@@ -355,7 +356,7 @@ class DATARMN(AEDModel):
     def __init__(self, num_classes: int = 50, num_mel_bins: int = 128, width_mult: float = 0.4, cut: int = 12,
                  time_strides: Sequence[int] = (2, 2, 2, 2), neck_dim: int = 96, depth: int = 1, num_heads: int = 4,
                  kv_stride: int = 1, offset_range: float = 2.0, diff: bool = False, mlp_ratio: float = 2.0,
-                 input_adaptor: bool = True, adaptor_act: str = "gelu", adaptor_out_kernel: int = 3,
+                 input_adaptor: bool = True, adaptor_act: str = "gelu", adaptor_out_kernel: int = 3, adaptor_hidden: int = 4,
                  drop_path_rate: float = 0.0,
                  dropout: float = 0.1, t_min: int = 50, t_max: int = 1000, output_activation: str = "sigmoid",
                  adapter: str | None = None, adapter_ratio: float = 0.25, adapter_scale: float = 0.5,
@@ -375,7 +376,7 @@ class DATARMN(AEDModel):
         self.cut, self.width_mult = cut, width_mult
         self.time_strides = tuple(int(s) for s in time_strides)
         table = block_table(width_mult, self.time_strides)
-        self.input_adaptor = (InputAdaptor(4, act=adaptor_act, out_kernel=adaptor_out_kernel) if input_adaptor
+        self.input_adaptor = (InputAdaptor(adaptor_hidden, act=adaptor_act, out_kernel=adaptor_out_kernel) if input_adaptor
                               else nn.Identity())
         self.features = nn.Sequential(*_stem(table, cut))
         self.adapter, self.adapter_scale = adapter, adapter_scale
