@@ -7,27 +7,29 @@ PY=${PY:-.venv/bin/python}
 
 # 1. selection runs: the plain pretrained MobileNet (baseline, also the distillation teacher) and the hybrid
 $PY -m models.training.sed_run --model mn04 --out runs/sel_mn04 --epochs 30
-$PY -m models.training.sed_run --model datar_mn04 --out runs/final_sel --epochs 40 --distill-from runs/sel_mn04/final
+# the input adaptor in its foldable form (ReLU, 1x1 output map; computed inside the stem's first conv)
+FOLD='{"adaptor_act": "relu", "adaptor_out_kernel": 1}'
+$PY -m models.training.sed_run --model datar_mn04 --model-kwargs "$FOLD" --out runs/sel_fold --epochs 40 \
+    --distill-from runs/sel_mn04/final
 
 # 2. export and evaluate on held-out data: fold 4 clips, soundscapes over held-out noise, negatives
-for run in sel_mn04 final_sel; do
+for run in sel_mn04 sel_fold; do
   $PY -m models.training.export_run runs/$run/final
 done
 $PY benchmarks/eval_detector.py --model runs/sel_mn04/final --out benchmarks/results/selection/mn04
-$PY benchmarks/eval_detector.py --model runs/final_sel/final --out benchmarks/results/selection/datar_mn04
-$PY benchmarks/eval_detector.py --model runs/final_sel/final --out benchmarks/results/selection/datar_mn04_no_early \
-    --sources max --no-early-windows --onset-refines none
-$PY benchmarks/eval_detector.py --model runs/final_sel/final --out benchmarks/results/selection/datar_mn04_ola3 \
+$PY benchmarks/eval_detector.py --model runs/sel_fold/final --out benchmarks/results/selection/datar_mn04_fold_ola3 \
     --sources ola --ola-delay 0.3 --no-early-windows --onset-refines none energy:1.0 energy:1.5
+# (the earlier rows of benchmarks/results/selection/README.md: runs/final_sel, the same recipe with DATAR's GELU
+#  adaptor, --model datar_mn04 without --model-kwargs; their eval.json files record their commands)
 
 # 3. the shipped weights: the same recipe on folds 1-4 (CC0 and CC-BY clips only)
-$PY -m models.training.sed_run --model datar_mn04 --out runs/ship --epochs 40 --train-folds 1 2 3 4 --val-folds \
-    --distill-from runs/sel_mn04/final
+$PY -m models.training.sed_run --model datar_mn04 --model-kwargs "$FOLD" --out runs/ship_fold --epochs 40 \
+    --train-folds 1 2 3 4 --val-folds --distill-from runs/sel_mn04/final
 
 # 4. package with the detection settings tuned in step 2 (tuning soundscapes of fold 4 only)
-$PY -m models.training.ship runs/ship/final models/pretrained/aed_default \
-    --thresholds benchmarks/results/selection/datar_mn04_ola3/thresholds_ola.json --onset-source ola
+$PY -m models.training.ship runs/ship_fold/final models/pretrained/aed_default \
+    --thresholds benchmarks/results/selection/datar_mn04_fold_ola3/thresholds_ola.json --onset-source ola
 # 5. model-triggered latency with the shipped settings on the selection model (it never trained on fold 4)
-$PY -m models.training.ship runs/final_sel/final runs/final_sel_tuned \
-    --thresholds benchmarks/results/selection/datar_mn04_ola3/thresholds_ola.json --onset-source ola
-$PY benchmarks/profile_scapes.py --model runs/final_sel_tuned --report benchmarks/results/profile_scapes
+$PY -m models.training.ship runs/sel_fold/final runs/sel_fold_tuned \
+    --thresholds benchmarks/results/selection/datar_mn04_fold_ola3/thresholds_ola.json --onset-source ola
+$PY benchmarks/profile_scapes.py --model runs/sel_fold_tuned --report benchmarks/results/profile_scapes
