@@ -89,9 +89,9 @@ class InputAdaptor(nn.Module):
         """``bn(conv(self(x)))`` computed as ``conv(x) + conv'(h)``, without forming the adapted image.
 
         Exact for the foldable form: ``λ·W_out h`` is pointwise and linear in ``h`` (zero where ``h`` is zero, so also
-        in ``conv``'s zero padding), hence ``conv(λ·W_out h) = conv'(h)`` with ``W'[o, c] = λ·W_out[c]·W[o]``. Out of
-        training, ``bn`` is folded into both convolutions as well. The folded weights depend on weights only, so an
-        exported graph computes them once, as constants.
+        in ``conv``'s zero padding), hence ``conv(λ·W_out h) = conv'(h)`` with ``W'[o, c] = λ·W_out[c]·W[o]``.
+        When ``bn`` is in eval mode it is folded into both convolutions as well. The folded weights depend on weights
+        only, so an exported graph computes them once, as constants.
 
         Args:
             conv: a convolution over one input channel, without bias (the stem's first).
@@ -104,13 +104,13 @@ class InputAdaptor(nn.Module):
             raise ValueError(f"fold_into takes a convolution over one input channel without bias, got {conv}")
         h = self.conv[1](self.conv[0](x))  # (B, 1, F, T) -> (B, hidden, F, T)
         w, bias = conv.weight, None  # (C0, 1, k, k)
-        if bn is not None and not self.training:  # eval BatchNorm: y * s + (beta - mean * s) per channel
+        if bn is not None and not bn.training:  # eval BatchNorm: y * s + (beta - mean * s) per channel
             s = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
             w, bias = w * s.reshape(-1, 1, 1, 1), bn.bias - bn.running_mean * s
         w_h = w * (self.scale * self.conv[2].weight)  # (C0, 1, k, k) * (1, hidden, 1, 1) -> (C0, hidden, k, k)
         y = (F.conv2d(x, w, bias, conv.stride, conv.padding, conv.dilation)
              + F.conv2d(h, w_h, None, conv.stride, conv.padding, conv.dilation))
-        return bn(y) if bn is not None and self.training else y
+        return bn(y) if bn is not None and bn.training else y
 
 
 class DATARBlock(nn.Module):

@@ -203,7 +203,8 @@ def _stem_adapters(table: list[BlockSpec], upto: int, count: int, ratio: float) 
 
 def _run_stem(features: nn.Sequential, adapters: nn.ModuleDict, scale: float, x: torch.Tensor,
               start: int = 0) -> torch.Tensor:
-    """``features[start:]`` in order, each adapter's output (scaled) added to its block's: ``block(x) + s * adapter(x)``."""
+    """``features[start:]`` in order, each adapter's output (scaled) added to its block's:
+    ``block(x) + s * adapter(x)``."""
     if not len(adapters):
         return features[start:](x) if start else features(x)
     for i, layer in enumerate(features):
@@ -356,9 +357,9 @@ class DATARMN(AEDModel):
     def __init__(self, num_classes: int = 50, num_mel_bins: int = 128, width_mult: float = 0.4, cut: int = 12,
                  time_strides: Sequence[int] = (2, 2, 2, 2), neck_dim: int = 96, depth: int = 1, num_heads: int = 4,
                  kv_stride: int = 1, offset_range: float = 2.0, diff: bool = False, mlp_ratio: float = 2.0,
-                 input_adaptor: bool = True, adaptor_act: str = "gelu", adaptor_out_kernel: int = 3, adaptor_hidden: int = 4,
-                 drop_path_rate: float = 0.0,
-                 dropout: float = 0.1, t_min: int = 50, t_max: int = 1000, output_activation: str = "sigmoid",
+                 input_adaptor: bool = True, adaptor_act: str = "gelu", adaptor_out_kernel: int = 3,
+                 adaptor_hidden: int = 4, drop_path_rate: float = 0.0, dropout: float = 0.1, t_min: int = 50,
+                 t_max: int = 1000, output_activation: str = "sigmoid",
                  adapter: str | None = None, adapter_ratio: float = 0.25, adapter_scale: float = 0.5,
                  stem_adapters: int = 4, spatial_adapter: bool = True) -> None:
         super().__init__()
@@ -376,8 +377,8 @@ class DATARMN(AEDModel):
         self.cut, self.width_mult = cut, width_mult
         self.time_strides = tuple(int(s) for s in time_strides)
         table = block_table(width_mult, self.time_strides)
-        self.input_adaptor = (InputAdaptor(adaptor_hidden, act=adaptor_act, out_kernel=adaptor_out_kernel) if input_adaptor
-                              else nn.Identity())
+        self.input_adaptor = (InputAdaptor(adaptor_hidden, act=adaptor_act, out_kernel=adaptor_out_kernel)
+                              if input_adaptor else nn.Identity())
         self.features = nn.Sequential(*_stem(table, cut))
         self.adapter, self.adapter_scale = adapter, adapter_scale
         self.stem_adapters = _stem_adapters(table, cut, stem_adapters if adapter == "loaa" else 0, adapter_ratio)

@@ -167,19 +167,21 @@ def _folded_datar_mn04() -> "torch.nn.Module":
 
 def test_folded_adaptor_is_the_adaptor_then_the_stem():
     """The fold computes the same map as adapting the image and running the stem's first conv + BatchNorm on it,
-    in eval mode (BatchNorm folded too) and in training mode (BatchNorm on batch statistics)."""
+    with the BatchNorm in eval mode (folded too) and in training mode (on batch statistics)."""
     from models.datar import InputAdaptor
 
     model = _folded_datar_mn04()
     adaptor, (conv, bn, _) = model.input_adaptor, model.features[0]
     x = torch.randn(3, 1, 128, 100)
-    for training in (False, True):
-        adaptor.train(training), bn.train(training)
+    # (adaptor, BatchNorm) modes: eval; training; a trained adaptor over a frozen BatchNorm, as fine-tuning does
+    for modes in ((False, False), (True, True), (True, False)):
+        adaptor.train(modes[0]), bn.train(modes[1])
         with torch.no_grad():
             want = bn(conv(adaptor(x)))
             got = adaptor.fold_into(conv, x, bn)
-        assert (want - want.mean()).abs().max() > 0.1                   # the adaptor moves the map: not a no-op check
-        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5, msg=f"training={training}")
+            plain = bn(conv(x))
+        assert (want - plain).abs().max() > 0.1                         # the adaptor moves the map: not a no-op check
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5, msg=f"adaptor, bn training: {modes}")
     with pytest.raises(ValueError, match="out_kernel=1"):
         InputAdaptor(4).fold_into(conv, x)
     with pytest.raises(ValueError, match="out_kernel must be 1 or 3"):
