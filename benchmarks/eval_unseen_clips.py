@@ -38,20 +38,21 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     ds = load_esc50(a.data, folds=a.folds, licenses=None)
     items = [it for it in ds.items if it.license not in SHIPPABLE_LICENSES]
-    res = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"), "clips": len(items),
+    res = {"command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]), "date": time.strftime("%Y-%m-%d"), "clips": len(items),
            "licences": dict(Counter(it.license for it in items)), "models": {}}
     for model in a.model:
-        det = Detector(create_engine("onnxruntime", model, intra_op_num_threads=1))
         right = wrong = 0
         wrong_labels: Counter = Counter()
-        for it in items:
-            x, sr = read_audio(it.path)
-            d = det if sr == det.input_rate else det.with_config(input_rate=sr)
-            labels = {e.label for e in d.process(x) if e.kind == "onset"}
-            own = ds.labels[it.label]
-            right += own in labels
-            wrong += bool(labels - {own})
-            wrong_labels.update(labels - {own})
+        with create_engine("onnxruntime", model, intra_op_num_threads=1) as engine:
+            det = Detector(engine)
+            for it in items:
+                x, sr = read_audio(it.path)
+                d = det if sr == det.input_rate else det.with_config(input_rate=sr)
+                labels = {e.label for e in d.process(x) if e.kind == "onset"}
+                own = ds.labels[it.label]
+                right += own in labels
+                wrong += bool(labels - {own})
+                wrong_labels.update(labels - {own})
         s = det.config
         res["models"][model] = {
             "settings": {"onset_source": s.onset_source, "threshold": s.threshold, "onset_refine": s.onset_refine,

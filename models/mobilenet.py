@@ -207,9 +207,8 @@ def _run_stem(features: nn.Sequential, adapters: nn.ModuleDict, scale: float, x:
     ``block(x) + s * adapter(x)``."""
     if not len(adapters):
         return features[start:](x) if start else features(x)
-    for i, layer in enumerate(features):
-        if i < start:
-            continue
+    for i in range(start, len(features)):
+        layer = features[i]
         a = adapters[str(i)] if str(i) in adapters else None
         x = layer(x) + scale * a(x) if a is not None else layer(x)
     return x

@@ -186,6 +186,7 @@ class Detector:
         self.input_rate = check_rate(config.input_rate or fe.sample_rate)
         self.hop_s = self.hop_frames * fe.frame_shift_ms / 1000.0
         self._ola_hops = int(round(config.ola_delay_s / self.hop_s))
+        self._ola_cols: dict[int, list[tuple[int, int]]] = {}   # see _ola_columns: fixed per window and model
         if self._ola and not (abs(self._ola_hops * self.hop_s - config.ola_delay_s) < 1e-6
                               and 0 <= self._ola_hops < self.T // self.hop_frames):
             raise ConfigError(f"ola_delay_s must be a whole number of hops ({self.hop_s:g} s) below one window "
@@ -349,10 +350,9 @@ class Detector:
         if not self._ola:
             return raw
         frames = raw[1:]                                      # raw[0] is the clip head's (tags only)
-        K, e, H = frames.shape[0], window.end_frame, self.hop_frames
-        j = np.arange(self.T // H)                            # the hops inside this window, newest first
-        cols = np.minimum(K - 1, ((self.T - H * (j + 0.5)) * K / self.T).astype(int))   # the frame over each centre
-        for slot, k in zip((e - H * j).tolist(), cols.tolist()):
+        e, H = window.end_frame, self.hop_frames
+        for back, k in self._ola_columns(frames.shape[0]):
+            slot = e - back
             if slot in self._ola_sum:
                 self._ola_sum[slot] += frames[k]
                 self._ola_n[slot] += 1
@@ -362,6 +362,18 @@ class Detector:
             del self._ola_sum[old], self._ola_n[old]
         target = e - self._ola_hops * H
         return (self._ola_sum[target] / self._ola_n[target]).astype(np.float32)
+
+    def _ola_columns(self, K: int) -> list[tuple[int, int]]:
+        """For the hops inside a window of ``K`` frame-head frames, newest first: (frames from the window's end to
+        the hop's end, the frame over the hop's centre). It depends on the window and the model only, so it is
+        computed once per ``K``."""
+        cols = self._ola_cols.get(K)
+        if cols is None:
+            T, H = self.T, self.hop_frames
+            j = np.arange(T // H)
+            k = np.minimum(K - 1, ((T - H * (j + 0.5)) * K / T).astype(int))
+            cols = self._ola_cols[K] = list(zip((H * j).tolist(), k.tolist()))
+        return cols
 
     def _accept(self, windows: list[PendingWindow], scores: np.ndarray, raw: bool) -> list[Event]:
         events: list[Event] = []
