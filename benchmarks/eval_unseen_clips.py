@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     ds = load_esc50(a.data, folds=a.folds, licenses=None)
     items = [it for it in ds.items if it.license not in SHIPPABLE_LICENSES]
-    res = {"command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]), "date": time.strftime("%Y-%m-%d"), "clips": len(items),
+    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    res = {"command": command, "date": time.strftime("%Y-%m-%d"), "clips": len(items),
            "licences": dict(Counter(it.license for it in items)), "models": {}}
     for model in a.model:
         right = wrong = 0
